@@ -1,0 +1,1 @@
+"""REST API: FastAPI routes, request and response models, problem responses."""

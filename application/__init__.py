@@ -1,0 +1,1 @@
+"""Application layer: commands, queries and projections over the event store."""

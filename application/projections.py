@@ -1,0 +1,289 @@
+"""Projection workers: follow the event log and feed read models in batches.
+
+A projection writes its rows and its tracking position in one transaction.
+The position is compared and set (it must still equal the position the batch
+started from), so two workers of one projection never apply a batch twice:
+the loser rolls back, reads the new position and carries on from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from application.errors import ReadModelTimeoutError, UnknownProjectionError
+from application.results import ProjectionStatus
+
+if TYPE_CHECKING:
+    from application.service import ReadStateApp
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectionPositionMovedError(Exception):
+    """Another worker moved the tracking position since this batch was read."""
+
+    def __init__(self, projection: str, expected: int) -> None:
+        self.projection = projection
+        self.expected = expected
+        super().__init__(
+            f"position of projection {projection!r} is no longer {expected}"
+        )
+
+
+@dataclass(frozen=True)
+class ProjectedEvent:
+    """A domain event with its position (notification ID) in the log."""
+
+    position: int
+    event: Any
+
+
+class Projection(Protocol):
+    """A read model fed from the event log."""
+
+    name: str
+
+    def position(self) -> int:
+        """Return the tracking position stored with the read model."""
+        ...
+
+    def process(
+        self, batch: Sequence[ProjectedEvent], expected_position: int, new_position: int
+    ) -> None:
+        """Apply a batch and move the position, or raise the moved error."""
+        ...
+
+    def reset(self) -> None:
+        """Delete the read model's rows and set its position to 0."""
+        ...
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class ProjectionWorker:
+    """Feeds one projection from the log, in a thread or on demand."""
+
+    def __init__(
+        self,
+        app: ReadStateApp,
+        projection: Projection,
+        *,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.projection = projection
+        self.batch_size = batch_size
+        self.idle_poll_seconds = idle_poll_seconds
+        self._position = projection.position()
+        self._advanced = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        """Name of the projection this worker feeds."""
+        return self.projection.name
+
+    @property
+    def position(self) -> int:
+        """Last position this worker has seen committed."""
+        return self._position
+
+    def wake(self, _position: int | None = None) -> None:
+        """Ask the worker thread to look for new events now."""
+        self._wake.set()
+
+    def process_next_batch(self) -> int:
+        """Process at most one batch; return the number of events read."""
+        notifications = self.app.recorder.select_notifications(
+            start=self._position,
+            limit=self.batch_size,
+            inclusive_of_start=False,
+        )
+        if not notifications:
+            return 0
+        batch = [
+            ProjectedEvent(n.id, self.app.mapper.to_domain_event(n))
+            for n in notifications
+        ]
+        new_position = notifications[-1].id
+        try:
+            self.projection.process(batch, self._position, new_position)
+        except ProjectionPositionMovedError:
+            stored = self.projection.position()
+            logger.info(
+                "projection %s moved from %d to %d elsewhere; continuing from there",
+                self.name,
+                self._position,
+                stored,
+            )
+            self._set_position(stored)
+            return len(batch)
+        self._set_position(new_position)
+        return len(batch)
+
+    def catch_up(self, progress: ProgressCallback | None = None) -> int:
+        """Process batches until the log head; return the events processed."""
+        self._set_position(self.projection.position())
+        processed = 0
+        while not self._stop.is_set():
+            count = self.process_next_batch()
+            if count == 0:
+                break
+            processed += count
+            if progress is not None:
+                progress(self._position, processed)
+        return processed
+
+    def rebuild(self, progress: ProgressCallback | None = None) -> int:
+        """Clear the read model and replay the whole log into it."""
+        logger.info("rebuilding projection %s from position 0", self.name)
+        self.projection.reset()
+        self._set_position(0)
+        return self.catch_up(progress)
+
+    def run(self) -> None:
+        """Follow the log until `stop()`, retrying failed batches with backoff."""
+        logger.info("projection %s started at position %d", self.name, self._position)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                count = self.process_next_batch()
+            except Exception:
+                failures += 1
+                delay = min(0.1 * 2**failures, 30.0)
+                logger.exception(
+                    "projection %s failed after position %d (failure %d); "
+                    "retrying in %.1f s",
+                    self.name,
+                    self._position,
+                    failures,
+                    delay,
+                )
+                self._stop.wait(delay)
+                continue
+            failures = 0
+            if count == 0:
+                self._wake.wait(self.idle_poll_seconds)
+                self._wake.clear()
+        logger.info("projection %s stopped at position %d", self.name, self._position)
+
+    def start(self) -> None:
+        """Run the worker in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run, name=f"projection-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker thread after its current batch."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until this worker has processed `position`; return whether it did."""
+        deadline = time.monotonic() + timeout
+        with self._advanced:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._advanced.wait(remaining)
+        return True
+
+    def _set_position(self, position: int) -> None:
+        with self._advanced:
+            self._position = position
+            self._advanced.notify_all()
+
+
+class ReadModels:
+    """The projections of one service and the waits on their positions.
+
+    When a projection's worker runs in this process, waits use its in-memory
+    position; otherwise they poll the stored position with a growing interval.
+    """
+
+    def __init__(self, app: ReadStateApp, projections: Sequence[Projection]) -> None:
+        self.app = app
+        self.projections = {p.name: p for p in projections}
+        self.workers: dict[str, ProjectionWorker] = {}
+
+    def get(self, name: str) -> Projection:
+        """Return the projection of that name, or raise `UnknownProjectionError`."""
+        try:
+            return self.projections[name]
+        except KeyError:
+            raise UnknownProjectionError(name, list(self.projections)) from None
+
+    def worker(self, name: str, **options: Any) -> ProjectionWorker:
+        """Return a new worker for one projection (not started)."""
+        return ProjectionWorker(self.app, self.get(name), **options)
+
+    def start_workers(self, **options: Any) -> None:
+        """Start one worker thread per projection, woken after each local save."""
+        for name in self.projections:
+            worker = self.worker(name, **options)
+            self.app.add_save_listener(worker.wake)
+            worker.start()
+            self.workers[name] = worker
+
+    def wake_all(self, _position: int | None = None) -> None:
+        """Wake every local worker, for example on a database notification."""
+        for worker in self.workers.values():
+            worker.wake()
+
+    def stop_workers(self) -> None:
+        """Stop every local worker thread."""
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+
+    def wait_for(self, name: str, min_position: int, timeout: float) -> None:
+        """Block until projection `name` has processed `min_position`.
+
+        Raises `ReadModelTimeoutError` after `timeout` seconds.
+        """
+        projection = self.get(name)
+        if min_position <= 0:
+            return
+        worker = self.workers.get(name)
+        if worker is not None:
+            if not worker.wait_for(min_position, timeout):
+                raise ReadModelTimeoutError(
+                    name, min_position, worker.position, timeout
+                )
+            return
+
+        deadline = time.monotonic() + timeout
+        interval = 0.002
+        while True:
+            position = projection.position()
+            if position >= min_position:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadModelTimeoutError(name, min_position, position, timeout)
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.05)
+
+    def status(self) -> list[ProjectionStatus]:
+        """Return each projection's position against the log head."""
+        head = self.app.head_position()
+        return [
+            ProjectionStatus(name=name, position=projection.position(), head=head)
+            for name, projection in self.projections.items()
+        ]

@@ -1,0 +1,192 @@
+"""Unread-count projection: per conversation and per user totals, from events only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from application.projections import ProjectedEvent
+from application.results import UnreadConversation, UnreadTotals
+from domain.conversation import Conversation
+
+
+@dataclass(frozen=True)
+class UnreadRow:
+    """Stored unread state of one (owner, conversation) pair."""
+
+    aggregate_id: UUID
+    owner_id: str
+    conversation_id: str
+    kind: str
+    max_seq: int
+    has_read_seq: int
+    unread_count: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TotalsDelta:
+    """Change of one owner's totals caused by one batch."""
+
+    owner_id: str
+    unread: int
+    conversations_with_unread: int
+    updated_at: datetime
+
+
+class UnreadCountsTransaction(Protocol):
+    """Reads and writes inside one read-model transaction."""
+
+    def load_rows(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, UnreadRow]:
+        """Return the stored rows of these aggregates that exist."""
+        ...
+
+    def save_rows(self, rows: Sequence[UnreadRow]) -> None:
+        """Insert or replace rows."""
+        ...
+
+    def add_to_totals(self, deltas: Sequence[TotalsDelta]) -> None:
+        """Add deltas to the owners' totals, creating missing owners."""
+        ...
+
+
+class UnreadCountsView(Protocol):
+    """Storage of the unread-count read model and its tracking position."""
+
+    def position(self) -> int:
+        """Return the stored tracking position."""
+        ...
+
+    def transaction(
+        self, expected_position: int, new_position: int
+    ) -> AbstractContextManager[UnreadCountsTransaction]:
+        """Open a transaction that first moves the position from expected to new.
+
+        Raises `ProjectionPositionMovedError` when the stored position is not
+        `expected_position`; the transaction is then rolled back.
+        """
+        ...
+
+    def reset(self) -> None:
+        """Delete all rows and totals and set the position to 0, atomically."""
+        ...
+
+    def totals(self, owner_id: str) -> UnreadTotals:
+        """Return one owner's totals (zeros for an unknown owner)."""
+        ...
+
+    def conversations(
+        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
+    ) -> list[UnreadConversation]:
+        """List an owner's rows ordered by conversation ID, after a cursor."""
+        ...
+
+
+class UnreadCountsProjection:
+    """Folds conversation events into unread rows and per-owner totals."""
+
+    name = "unread_counts"
+
+    def __init__(self, view: UnreadCountsView) -> None:
+        self.view = view
+
+    def position(self) -> int:
+        """Return the stored tracking position."""
+        return self.view.position()
+
+    def reset(self) -> None:
+        """Delete the read model's rows and set its position to 0."""
+        self.view.reset()
+
+    def process(
+        self, batch: Sequence[ProjectedEvent], expected_position: int, new_position: int
+    ) -> None:
+        """Apply a batch of events and move the position in one transaction."""
+        events = [item.event for item in batch if _is_conversation_event(item.event)]
+        with self.view.transaction(expected_position, new_position) as tx:
+            if not events:
+                return
+            started = {
+                e.originator_id for e in events if isinstance(e, Conversation.Started)
+            }
+            existing = tx.load_rows(
+                sorted({e.originator_id for e in events} - started, key=str)
+            )
+            rows = dict(existing)
+            for event in events:
+                rows[event.originator_id] = _apply(rows.get(event.originator_id), event)
+
+            tx.save_rows(list(rows.values()))
+            tx.add_to_totals(list(_totals_deltas(existing, rows)))
+
+
+def _is_conversation_event(event: object) -> bool:
+    return isinstance(
+        event,
+        (
+            Conversation.Started,
+            Conversation.MessagesPulled,
+            Conversation.MessagesMarkedRead,
+            Conversation.HasReadSeqSet,
+        ),
+    )
+
+
+def _apply(row: UnreadRow | None, event: Conversation.Event) -> UnreadRow:
+    if isinstance(event, Conversation.Started):
+        return UnreadRow(
+            aggregate_id=event.originator_id,
+            owner_id=event.owner_id,
+            conversation_id=event.conversation_id,
+            kind=event.kind,
+            max_seq=0,
+            has_read_seq=0,
+            unread_count=0,
+            updated_at=event.timestamp,
+        )
+    if row is None:
+        msg = (
+            f"unread_counts has no row for aggregate {event.originator_id}, "
+            f"whose event {type(event).__name__} at version "
+            f"{event.originator_version} follows its start: rebuild the projection"
+        )
+        raise LookupError(msg)
+    if isinstance(event, Conversation.MessagesPulled):
+        return replace(
+            row,
+            max_seq=event.max_seq,
+            unread_count=event.unread_count,
+            updated_at=event.timestamp,
+        )
+    if isinstance(event, Conversation.MessagesMarkedRead | Conversation.HasReadSeqSet):
+        return replace(
+            row,
+            has_read_seq=event.has_read_seq,
+            unread_count=event.unread_count,
+            updated_at=event.timestamp,
+        )
+    return row
+
+
+def _totals_deltas(
+    before: dict[UUID, UnreadRow], after: dict[UUID, UnreadRow]
+) -> Iterator[TotalsDelta]:
+    unread: dict[str, int] = {}
+    with_unread: dict[str, int] = {}
+    updated_at: dict[str, datetime] = {}
+    for aggregate_id, row in after.items():
+        old = before.get(aggregate_id)
+        old_unread = old.unread_count if old is not None else 0
+        owner = row.owner_id
+        unread[owner] = unread.get(owner, 0) + row.unread_count - old_unread
+        with_unread[owner] = (
+            with_unread.get(owner, 0) + (row.unread_count > 0) - (old_unread > 0)
+        )
+        if owner not in updated_at or row.updated_at > updated_at[owner]:
+            updated_at[owner] = row.updated_at
+    for owner, delta in unread.items():
+        yield TotalsDelta(owner, delta, with_unread[owner], updated_at[owner])

@@ -1,0 +1,1 @@
+"""The `readseq` command line."""

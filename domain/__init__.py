@@ -1,0 +1,1 @@
+"""Read-state domain: the Conversation aggregate, its events, rules and errors."""

@@ -1,0 +1,218 @@
+"""Unread-count read model tables on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+
+from application.results import UnreadConversation, UnreadTotals
+from application.unread import TotalsDelta, UnreadCountsProjection, UnreadRow
+from infrastructure.sql_views import Cursor, Dialect, TrackedView
+
+CONVERSATIONS_TABLE = "readseq_unread_conversations"
+TOTALS_TABLE = "readseq_unread_totals"
+
+# Create the per-conversation rows; seqs fit a signed 64-bit integer.
+CREATE_CONVERSATIONS = (
+    "CREATE TABLE IF NOT EXISTS {conversations} ("
+    "aggregate_id {id_type} PRIMARY KEY, owner_id TEXT NOT NULL, "
+    "conversation_id TEXT NOT NULL, kind TEXT NOT NULL, max_seq BIGINT NOT NULL, "
+    "has_read_seq BIGINT NOT NULL, unread_count BIGINT NOT NULL, "
+    "updated_at {time_type} NOT NULL)"
+)
+# Index the per-owner listing, which pages by conversation ID.
+CREATE_OWNER_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS {index} "
+    "ON {conversations} (owner_id, conversation_id)"
+)
+# Create the per-owner totals.
+CREATE_TOTALS = (
+    "CREATE TABLE IF NOT EXISTS {totals} (owner_id TEXT PRIMARY KEY, "
+    "total_unread BIGINT NOT NULL, conversations_with_unread BIGINT NOT NULL, "
+    "updated_at {time_type} NOT NULL)"
+)
+# Load the rows that a batch of events changes.
+SELECT_ROWS = (
+    "SELECT aggregate_id, owner_id, conversation_id, kind, max_seq, has_read_seq, "
+    "unread_count, updated_at FROM {conversations} WHERE aggregate_id {id_filter}"
+)
+# Insert or replace one conversation row.
+UPSERT_ROW = (
+    "INSERT INTO {conversations} (aggregate_id, owner_id, conversation_id, kind, "
+    "max_seq, has_read_seq, unread_count, updated_at) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) "
+    "ON CONFLICT (aggregate_id) DO UPDATE SET max_seq = excluded.max_seq, "
+    "has_read_seq = excluded.has_read_seq, unread_count = excluded.unread_count, "
+    "updated_at = excluded.updated_at"
+)
+# Add one batch's change to an owner's totals.
+ADD_TO_TOTALS = (
+    "INSERT INTO {totals} AS t "
+    "(owner_id, total_unread, conversations_with_unread, updated_at) "
+    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET "
+    "total_unread = t.total_unread + excluded.total_unread, "
+    "conversations_with_unread = "
+    "t.conversations_with_unread + excluded.conversations_with_unread, "
+    "updated_at = excluded.updated_at"
+)
+# Read one owner's totals.
+SELECT_TOTALS = (
+    "SELECT total_unread, conversations_with_unread FROM {totals} WHERE owner_id = {p}"
+)
+# Page through an owner's conversations by conversation ID.
+SELECT_PAGE = (
+    "SELECT conversation_id, kind, max_seq, has_read_seq, unread_count, updated_at "
+    "FROM {conversations} WHERE owner_id = {p} AND conversation_id > {p} "
+    "AND unread_count >= {p} ORDER BY conversation_id LIMIT {p}"
+)
+DELETE_CONVERSATIONS = "DELETE FROM {conversations}"
+DELETE_TOTALS = "DELETE FROM {totals}"
+
+
+class UnreadCountsSqlView(TrackedView):
+    """Stores unread rows and totals beside the event store, in the same database."""
+
+    def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
+        super().__init__(datastore, UnreadCountsProjection.name)
+        tables = {"conversations": CONVERSATIONS_TABLE, "totals": TOTALS_TABLE}
+        self._tables = tables
+        self._upsert_row = self._sql(UPSERT_ROW, **tables)
+        self._add_to_totals = self._sql(ADD_TO_TOTALS, **tables)
+        self._select_totals = self._sql(SELECT_TOTALS, **tables)
+        self._select_page = self._sql(SELECT_PAGE, **tables)
+        self._deletes = [
+            self._sql(DELETE_CONVERSATIONS, **tables),
+            self._sql(DELETE_TOTALS, **tables),
+        ]
+        self.create_tables(self._create_statements())
+
+    def _create_statements(self) -> list[Any]:
+        if self.dialect.name == "sqlite":
+            id_type, time_type = "TEXT", "TEXT"
+        else:
+            id_type, time_type = "UUID", "TIMESTAMPTZ"
+        statements = []
+        for template in (CREATE_CONVERSATIONS, CREATE_OWNER_INDEX, CREATE_TOTALS):
+            filled = template.replace("{id_type}", id_type).replace(
+                "{time_type}", time_type
+            )
+            statements.append(
+                self._sql(
+                    filled, index=f"{CONVERSATIONS_TABLE}_owner_idx", **self._tables
+                )
+            )
+        return statements
+
+    @contextmanager
+    def transaction(
+        self, expected_position: int, new_position: int
+    ) -> Iterator[_UnreadCountsTransaction]:
+        """Open a transaction that moves the position from expected to new first."""
+        with self.tracked_transaction(expected_position, new_position) as cursor:
+            yield _UnreadCountsTransaction(self, cursor)
+
+    def reset(self) -> None:
+        """Delete all rows and totals and set the position to 0, atomically."""
+        self.reset_with(self._deletes)
+
+    def totals(self, owner_id: str) -> UnreadTotals:
+        """Return one owner's totals (zeros for an unknown owner)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self._select_totals, (owner_id,))
+            row = cursor.fetchone()
+        if row is None:
+            return UnreadTotals(owner_id, 0, 0)
+        return UnreadTotals(
+            owner_id, int(row["total_unread"]), int(row["conversations_with_unread"])
+        )
+
+    def conversations(
+        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
+    ) -> list[UnreadConversation]:
+        """List an owner's rows ordered by conversation ID, after a cursor."""
+        minimum_unread = 0 if include_read else 1
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                self._select_page, (owner_id, after or "", minimum_unread, limit)
+            )
+            rows = cursor.fetchall()
+        return [
+            UnreadConversation(
+                conversation_id=row["conversation_id"],
+                kind=row["kind"],
+                max_seq=int(row["max_seq"]),
+                has_read_seq=int(row["has_read_seq"]),
+                unread_count=int(row["unread_count"]),
+                updated_at=self.dialect.time_value(row["updated_at"]),
+            )
+            for row in rows
+        ]
+
+
+class _UnreadCountsTransaction:
+    def __init__(self, view: UnreadCountsSqlView, cursor: Cursor) -> None:
+        self.view = view
+        self.dialect: Dialect = view.dialect
+        self.cursor = cursor
+
+    def load_rows(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, UnreadRow]:
+        if not aggregate_ids:
+            return {}
+        rows = self.dialect.fetch_by_ids(
+            self.cursor, SELECT_ROWS, aggregate_ids, **self.view._tables
+        )
+        loaded = [
+            UnreadRow(
+                aggregate_id=self.dialect.id_value(row["aggregate_id"]),
+                owner_id=row["owner_id"],
+                conversation_id=row["conversation_id"],
+                kind=row["kind"],
+                max_seq=int(row["max_seq"]),
+                has_read_seq=int(row["has_read_seq"]),
+                unread_count=int(row["unread_count"]),
+                updated_at=self.dialect.time_value(row["updated_at"]),
+            )
+            for row in rows
+        ]
+        return {row.aggregate_id: row for row in loaded}
+
+    def save_rows(self, rows: Sequence[UnreadRow]) -> None:
+        if not rows:
+            return
+        self.cursor.executemany(
+            self.view._upsert_row,
+            [
+                (
+                    self.dialect.id_param(row.aggregate_id),
+                    row.owner_id,
+                    row.conversation_id,
+                    row.kind,
+                    row.max_seq,
+                    row.has_read_seq,
+                    row.unread_count,
+                    self.dialect.time_param(row.updated_at),
+                )
+                for row in rows
+            ],
+        )
+
+    def add_to_totals(self, deltas: Sequence[TotalsDelta]) -> None:
+        if not deltas:
+            return
+        self.cursor.executemany(
+            self.view._add_to_totals,
+            [
+                (
+                    delta.owner_id,
+                    delta.unread,
+                    delta.conversations_with_unread,
+                    self.dialect.time_param(delta.updated_at),
+                )
+                for delta in deltas
+            ],
+        )
