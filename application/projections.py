@@ -101,6 +101,11 @@ class ProjectionWorker:
         """Ask the worker thread to look for new events now."""
         self._wake.set()
 
+    def rewind(self) -> None:
+        """Continue from the stored position after a reset elsewhere."""
+        self._set_position(self.projection.position())
+        self._wake.set()
+
     def process_next_batch(self) -> int:
         """Process at most one batch; return the number of events read."""
         notifications = self.app.recorder.select_notifications(
@@ -279,6 +284,19 @@ class ReadModels:
                 raise ReadModelTimeoutError(name, min_position, position, timeout)
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, 0.05)
+
+    def request_rebuild(self, name: str) -> None:
+        """Clear a read model; its worker, here or elsewhere, replays the log.
+
+        A worker notices the reset when its next compare-and-set of the
+        position fails, and continues from position 0.
+        """
+        projection = self.get(name)
+        logger.info("rebuild of projection %s requested", name)
+        projection.reset()
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.rewind()
 
     def status(self) -> list[ProjectionStatus]:
         """Return each projection's position against the log head."""

@@ -222,10 +222,11 @@ class ReadStateApp(Application[UUID]):
         aggregate_id = self._aggregate_id(owner_id, conversation_id)
         entries: list[HistoryEntry] = []
         conversation: Conversation | None = None
-        for event in self.events.get(aggregate_id, lte=until_version):
+        events: Iterator[Any] = iter(self.events.get(aggregate_id, lte=until_version))
+        for event in events:
             if until_time is not None and event.timestamp > until_time:
                 break
-            conversation = event.mutate(conversation)  # type: ignore[attr-defined]
+            conversation = event.mutate(conversation)
             assert conversation is not None
             entries.append(
                 HistoryEntry(
@@ -338,7 +339,7 @@ class ReadStateApp(Application[UUID]):
 
     def _load(self, aggregate_id: UUID) -> Conversation | None:
         try:
-            conversation = self.repository.get(aggregate_id)
+            conversation: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(conversation, Conversation)

@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from application.projections import ProjectedEvent
+from application.projections import ProjectedEvent, ReadModels
 from application.results import UnreadConversation, UnreadTotals
 from domain.conversation import Conversation
+from domain.values import check_user_id
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class UnreadRow:
     has_read_seq: int
     unread_count: int
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class UnreadSummary:
+    """Unread counts over every owner in the read model."""
+
+    owners: int
+    conversations: int
+    total_unread: int
 
 
 @dataclass(frozen=True)
@@ -75,14 +85,17 @@ class UnreadCountsView(Protocol):
         """Delete all rows and totals and set the position to 0, atomically."""
         ...
 
-    def totals(self, owner_id: str) -> UnreadTotals:
-        """Return one owner's totals (zeros for an unknown owner)."""
+    def snapshot(
+        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
+    ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+        """Read totals, a page of rows by conversation ID and the position at once.
+
+        All three come from one consistent snapshot of the read model.
+        """
         ...
 
-    def conversations(
-        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
-    ) -> list[UnreadConversation]:
-        """List an owner's rows ordered by conversation ID, after a cursor."""
+    def summary(self) -> UnreadSummary:
+        """Return counts over all owners."""
         ...
 
 
@@ -190,3 +203,40 @@ def _totals_deltas(
             updated_at[owner] = row.updated_at
     for owner, delta in unread.items():
         yield TotalsDelta(owner, delta, with_unread[owner], updated_at[owner])
+
+
+@dataclass(frozen=True)
+class UnreadPage:
+    """A user's totals and one page of per-conversation rows, read together."""
+
+    totals: UnreadTotals
+    conversations: list[UnreadConversation]
+    next_cursor: str | None
+    position: int
+
+
+class UnreadQueries:
+    """Answers unread-count queries once the read model reached a position."""
+
+    def __init__(self, view: UnreadCountsView, read_models: ReadModels) -> None:
+        self.view = view
+        self.read_models = read_models
+
+    def page(
+        self,
+        owner_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        include_read: bool,
+        min_position: int,
+        timeout: float,
+    ) -> UnreadPage:
+        """Wait for `min_position`, then read totals and one page of rows."""
+        check_user_id(owner_id)
+        self.read_models.wait_for(UnreadCountsProjection.name, min_position, timeout)
+        totals, rows, position = self.view.snapshot(
+            owner_id, after=after, limit=limit + 1, include_read=include_read
+        )
+        next_cursor = rows[limit - 1].conversation_id if len(rows) > limit else None
+        return UnreadPage(totals, rows[:limit], next_cursor, position)

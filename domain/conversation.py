@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as LibrarySnapshot
 from eventsourcing.utils import get_topic
 
 from domain.errors import (
@@ -146,7 +147,7 @@ class Conversation(Aggregate):
         def apply(self, aggregate: Conversation) -> None:
             aggregate._apply_has_read_seq_set(self)
 
-    class Snapshot(Snapshot):
+    class Snapshot(LibrarySnapshot):
         """Snapshot whose state is plain JSON (seq keys become lists)."""
 
         TOPIC = "readseq.Conversation.Snapshot"

@@ -9,7 +9,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.projections import ReadModels
 from application.service import ReadStateApp
-from application.unread import UnreadCountsProjection
+from application.unread import UnreadCountsProjection, UnreadQueries
 from infrastructure.event_store import ensure_postgres_schema, event_store_env
 from infrastructure.pg_listener import EventNotificationListener
 from infrastructure.settings import Settings
@@ -29,6 +29,7 @@ class Service:
     app: ReadStateApp
     unread_view: UnreadCountsSqlView
     read_models: ReadModels
+    unread: UnreadQueries
     listener: EventNotificationListener | None = field(default=None)
 
     @property
@@ -71,4 +72,5 @@ def build_service(settings: Settings) -> Service:
     unread_view = UnreadCountsSqlView(datastore)
     read_models = ReadModels(app, [UnreadCountsProjection(unread_view)])
     logger.info("opened %s", database.display_name())
-    return Service(settings, app, unread_view, read_models)
+    unread = UnreadQueries(unread_view, read_models)
+    return Service(settings, app, unread_view, read_models, unread)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from infrastructure.settings import DatabaseConfig, Settings
 
@@ -39,7 +40,7 @@ def ensure_postgres_schema(database: DatabaseConfig) -> None:
     """Create the configured schema if missing; the library expects it to exist."""
     if database.backend != "postgresql" or database.schema == "public":
         return
-    with psycopg.connect(**connect_kwargs(database), autocommit=True) as conn:
+    with psycopg.connect(conninfo(database), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(database.schema)
@@ -47,13 +48,13 @@ def ensure_postgres_schema(database: DatabaseConfig) -> None:
         )
 
 
-def connect_kwargs(database: DatabaseConfig) -> dict[str, str | int]:
-    """Return psycopg connection arguments for a PostgreSQL configuration."""
-    return {
-        "dbname": database.dbname,
-        "host": database.host,
-        "port": database.port,
-        "user": database.user,
-        "password": database.password,
-        "connect_timeout": 10,
-    }
+def conninfo(database: DatabaseConfig) -> str:
+    """Return the libpq connection string of a PostgreSQL configuration."""
+    return make_conninfo(
+        dbname=database.dbname,
+        host=database.host,
+        port=database.port,
+        user=database.user,
+        password=database.password,
+        connect_timeout=10,
+    )

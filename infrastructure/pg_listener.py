@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from infrastructure.event_store import connect_kwargs
+from infrastructure.event_store import conninfo
 from infrastructure.settings import DatabaseConfig
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class EventNotificationListener:
                 self._stop.wait(delay)
 
     def _listen(self) -> None:
-        with psycopg.connect(**connect_kwargs(self.database), autocommit=True) as conn:
+        with psycopg.connect(conninfo(self.database), autocommit=True) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             logger.info("listening for new events on channel %s", self.channel)
             while not self._stop.is_set():

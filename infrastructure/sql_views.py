@@ -222,6 +222,15 @@ class TrackedView:
                 )
             yield cursor
 
+    @contextmanager
+    def snapshot_transaction(self) -> Iterator[Cursor]:
+        """Open a read-only transaction whose statements all see one snapshot."""
+        with self.datastore.transaction(commit=False) as cursor:
+            if self.dialect.name == "postgresql":
+                # READ COMMITTED would give each statement its own snapshot.
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield cursor
+
     def reset_with(self, statements: Sequence[Any]) -> None:
         """Run delete statements and set the position to 0 in one transaction."""
         with self.datastore.transaction(commit=True) as cursor:

@@ -11,7 +11,12 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from application.results import UnreadConversation, UnreadTotals
-from application.unread import TotalsDelta, UnreadCountsProjection, UnreadRow
+from application.unread import (
+    TotalsDelta,
+    UnreadCountsProjection,
+    UnreadRow,
+    UnreadSummary,
+)
 from infrastructure.sql_views import Cursor, Dialect, TrackedView
 
 CONVERSATIONS_TABLE = "readseq_unread_conversations"
@@ -70,6 +75,12 @@ SELECT_PAGE = (
     "FROM {conversations} WHERE owner_id = {p} AND conversation_id > {p} "
     "AND unread_count >= {p} ORDER BY conversation_id LIMIT {p}"
 )
+# Count owners, conversations and unread messages over the whole read model.
+SELECT_SUMMARY = (
+    "SELECT (SELECT COUNT(*) FROM {totals}) AS owners, "
+    "(SELECT COUNT(*) FROM {conversations}) AS conversations, "
+    "(SELECT COALESCE(SUM(total_unread), 0) FROM {totals}) AS total_unread"
+)
 DELETE_CONVERSATIONS = "DELETE FROM {conversations}"
 DELETE_TOTALS = "DELETE FROM {totals}"
 
@@ -85,6 +96,7 @@ class UnreadCountsSqlView(TrackedView):
         self._add_to_totals = self._sql(ADD_TO_TOTALS, **tables)
         self._select_totals = self._sql(SELECT_TOTALS, **tables)
         self._select_page = self._sql(SELECT_PAGE, **tables)
+        self._select_summary = self._sql(SELECT_SUMMARY, **tables)
         self._deletes = [
             self._sql(DELETE_CONVERSATIONS, **tables),
             self._sql(DELETE_TOTALS, **tables),
@@ -120,28 +132,29 @@ class UnreadCountsSqlView(TrackedView):
         """Delete all rows and totals and set the position to 0, atomically."""
         self.reset_with(self._deletes)
 
-    def totals(self, owner_id: str) -> UnreadTotals:
-        """Return one owner's totals (zeros for an unknown owner)."""
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self._select_totals, (owner_id,))
-            row = cursor.fetchone()
-        if row is None:
-            return UnreadTotals(owner_id, 0, 0)
-        return UnreadTotals(
-            owner_id, int(row["total_unread"]), int(row["conversations_with_unread"])
-        )
-
-    def conversations(
+    def snapshot(
         self, owner_id: str, *, after: str | None, limit: int, include_read: bool
-    ) -> list[UnreadConversation]:
-        """List an owner's rows ordered by conversation ID, after a cursor."""
+    ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+        """Read totals, a page of rows by conversation ID and the position at once."""
         minimum_unread = 0 if include_read else 1
-        with self.datastore.transaction(commit=False) as cursor:
+        with self.snapshot_transaction() as cursor:
+            cursor.execute(self._select_totals, (owner_id,))
+            totals_row = cursor.fetchone()
             cursor.execute(
                 self._select_page, (owner_id, after or "", minimum_unread, limit)
             )
             rows = cursor.fetchall()
-        return [
+            cursor.execute(self._select_position, (self.projection_name,))
+            position_row = cursor.fetchone()
+
+        totals = UnreadTotals(owner_id, 0, 0)
+        if totals_row is not None:
+            totals = UnreadTotals(
+                owner_id,
+                int(totals_row["total_unread"]),
+                int(totals_row["conversations_with_unread"]),
+            )
+        conversations = [
             UnreadConversation(
                 conversation_id=row["conversation_id"],
                 kind=row["kind"],
@@ -152,6 +165,19 @@ class UnreadCountsSqlView(TrackedView):
             )
             for row in rows
         ]
+        position = int(position_row["position"]) if position_row is not None else 0
+        return totals, conversations, position
+
+    def summary(self) -> UnreadSummary:
+        """Return counts over all owners."""
+        with self.snapshot_transaction() as cursor:
+            cursor.execute(self._select_summary)
+            row = cursor.fetchone()
+        return UnreadSummary(
+            owners=int(row["owners"]),
+            conversations=int(row["conversations"]),
+            total_unread=int(row["total_unread"]),
+        )
 
 
 class _UnreadCountsTransaction:

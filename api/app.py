@@ -1,0 +1,162 @@
+"""FastAPI application factory and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import routes_admin, routes_conversations, routes_users
+from api.dependencies import ServiceDep, problem_responses
+from api.problems import PROBLEM_TYPES, install_problem_handlers, problem_response
+from infrastructure.bootstrap import Service, build_service
+from infrastructure.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+# 1,000 messages of about 300 bytes each fit well below this.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class HealthResponse(BaseModel):
+    """Liveness of the service and the head of its event log."""
+
+    status: str
+    database: str
+    position: int
+
+
+class ProblemTypeDescription(BaseModel):
+    """Documentation of one problem type."""
+
+    type: str
+    title: str
+    status: int
+    description: str
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; the lifespan opens the database and starts projections."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await anyio.to_thread.run_sync(build_service, settings)
+        if settings.run_projections:
+            service.start_projections()
+        # More request threads than pooled connections would only queue on
+        # the pool and hit its timeout.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = service.max_connections
+        app.state.service = service
+        logger.info(
+            "readseq started on %s (projections %s)",
+            settings.database.display_name(),
+            "in this process" if settings.run_projections else "elsewhere",
+        )
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(_close, service)
+            logger.info("readseq stopped")
+
+    app = FastAPI(
+        title="readseq",
+        summary="Read state of chat conversations: unread counts and read positions.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.include_router(routes_conversations.router)
+    app.include_router(routes_users.router)
+    app.include_router(routes_admin.router)
+
+    @app.get("/health", tags=["service"])
+    def health(service: ServiceDep) -> HealthResponse:
+        """Check the event store and return the head of the log."""
+        return HealthResponse(
+            status="ok",
+            database=service.settings.database.backend,
+            position=service.app.head_position(),
+        )
+
+    @app.get("/problems/{slug}", tags=["service"], responses=problem_responses(404))
+    def problem_type(slug: str) -> ProblemTypeDescription:
+        """Describe a problem type named in the `type` of an error response."""
+        problem = PROBLEM_TYPES.get(slug)
+        if problem is None:
+            raise HTTPException(404, f"no problem type {slug!r}")
+        return ProblemTypeDescription(
+            type=problem.uri,
+            title=problem.title,
+            status=problem.status,
+            description=problem.description,
+        )
+
+    return app
+
+
+def _close(service: Service) -> None:
+    service.close()
+
+
+class BodySizeLimit:
+    """Reject request bodies above a size, declared or streamed, with 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
+            await self._reject(scope, receive, send, int(declared))
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError(received)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLargeError as error:
+            await self._reject(scope, receive, send, error.size)
+
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, size: int
+    ) -> None:
+        response = problem_response(
+            "request-too-large",
+            f"request body of {size} bytes or more exceeds the limit of "
+            f"{self.max_bytes} bytes: send fewer messages per request",
+            limit=self.max_bytes,
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    def __init__(self, size: int, *args: Any) -> None:
+        super().__init__(size, *args)
+        self.size = size

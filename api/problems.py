@@ -1,0 +1,323 @@
+"""RFC 9457 problem responses for every error that leaves the API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from application.errors import (
+    ConcurrencyConflictError,
+    ConversationNotFoundError,
+    ReadModelTimeoutError,
+    UnknownProjectionError,
+)
+from domain.errors import (
+    ClientMessageIdConflictError,
+    ConversationKindMismatchError,
+    ConversationKindRequiredError,
+    DomainError,
+    InvalidConversationIdError,
+    InvalidSeqError,
+    InvalidUserIdError,
+    NotAMemberError,
+    SeqAboveMaxSeqError,
+    UnknownClientMessageIdError,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """A documented kind of problem; `/problems/{slug}` describes it."""
+
+    slug: str
+    status: int
+    title: str
+    description: str
+
+    @property
+    def uri(self) -> str:
+        """Relative URI of the problem type, served by this API."""
+        return f"/problems/{self.slug}"
+
+
+PROBLEM_TYPES = {
+    p.slug: p
+    for p in (
+        ProblemType(
+            "invalid-request",
+            422,
+            "Invalid request",
+            "The body, path or query failed validation; `errors` lists each "
+            "field with the rejected input.",
+        ),
+        ProblemType(
+            "invalid-id",
+            422,
+            "Invalid ID",
+            "A user or conversation ID has a length or character that is not allowed.",
+        ),
+        ProblemType(
+            "invalid-seq", 422, "Invalid seq", "A seq is outside 1 to 2**63 - 1."
+        ),
+        ProblemType(
+            "seq-above-max-seq",
+            422,
+            "Seq above max_seq",
+            "A command named a seq above the highest seq the user has received; "
+            "nothing was recorded. Record the message first.",
+        ),
+        ProblemType(
+            "unknown-client-msg-id",
+            422,
+            "Unknown client message ID",
+            "A client message ID matches no recorded message of the conversation.",
+        ),
+        ProblemType(
+            "conversation-kind-required",
+            422,
+            "Conversation kind required",
+            "A new conversation's ID has no si_, sg_ or sn_ prefix and the "
+            "request sent no kind.",
+        ),
+        ProblemType(
+            "not-a-member",
+            422,
+            "Not a member",
+            "The user is not one of the two users named by a single-chat ID.",
+        ),
+        ProblemType(
+            "conversation-kind-mismatch",
+            409,
+            "Conversation kind mismatch",
+            "The request names a kind or peer that differs from the stored one.",
+        ),
+        ProblemType(
+            "client-msg-id-conflict",
+            409,
+            "Client message ID conflict",
+            "One client message ID was sent for two different seqs.",
+        ),
+        ProblemType(
+            "concurrency-conflict",
+            409,
+            "Concurrent changes",
+            "Other writers changed the conversation during every retry; retry.",
+        ),
+        ProblemType(
+            "conversation-not-found",
+            404,
+            "Conversation not found",
+            "No message was ever recorded for this user in this conversation.",
+        ),
+        ProblemType("not-found", 404, "Not found", "No resource at this URL."),
+        ProblemType(
+            "projection-not-found", 404, "Projection not found", "Unknown projection."
+        ),
+        ProblemType(
+            "method-not-allowed",
+            405,
+            "Method not allowed",
+            "The resource exists but does not accept this HTTP method.",
+        ),
+        ProblemType(
+            "request-too-large",
+            413,
+            "Request body too large",
+            "The request body exceeds the documented limit.",
+        ),
+        ProblemType(
+            "read-model-behind",
+            503,
+            "Read model behind",
+            "The read model did not reach min_position in time; retry after "
+            "Retry-After seconds.",
+        ),
+        ProblemType(
+            "internal-error",
+            500,
+            "Internal error",
+            "The server failed; the log has the details.",
+        ),
+    )
+}
+
+# Each error type with its problem slug and the extension members it adds:
+# response field name -> exception attribute.
+_ERROR_TYPES: list[tuple[type[Exception], str, dict[str, str]]] = [
+    (InvalidUserIdError, "invalid-id", {"user_id": "user_id"}),
+    (InvalidConversationIdError, "invalid-id", {"conversation_id": "conversation_id"}),
+    (InvalidSeqError, "invalid-seq", {"seq": "seq"}),
+    (
+        SeqAboveMaxSeqError,
+        "seq-above-max-seq",
+        {"seq": "seq", "max_seq": "max_seq", "conversation_id": "conversation_id"},
+    ),
+    (
+        UnknownClientMessageIdError,
+        "unknown-client-msg-id",
+        {"client_msg_ids": "client_msg_ids", "conversation_id": "conversation_id"},
+    ),
+    (
+        ConversationKindRequiredError,
+        "conversation-kind-required",
+        {"conversation_id": "conversation_id"},
+    ),
+    (
+        NotAMemberError,
+        "not-a-member",
+        {"user_id": "user_id", "conversation_id": "conversation_id"},
+    ),
+    (
+        ConversationKindMismatchError,
+        "conversation-kind-mismatch",
+        {
+            "conversation_id": "conversation_id",
+            "field": "field",
+            "stored": "stored",
+            "requested": "requested",
+        },
+    ),
+    (
+        ClientMessageIdConflictError,
+        "client-msg-id-conflict",
+        {
+            "client_msg_id": "client_msg_id",
+            "seq": "seq",
+            "other_seq": "other_seq",
+            "conversation_id": "conversation_id",
+        },
+    ),
+    (
+        ConcurrencyConflictError,
+        "concurrency-conflict",
+        {
+            "user_id": "owner_id",
+            "conversation_id": "conversation_id",
+            "attempts": "attempts",
+        },
+    ),
+    (
+        ConversationNotFoundError,
+        "conversation-not-found",
+        {"user_id": "owner_id", "conversation_id": "conversation_id"},
+    ),
+    (
+        UnknownProjectionError,
+        "projection-not-found",
+        {"name": "name", "known": "known"},
+    ),
+    (
+        ReadModelTimeoutError,
+        "read-model-behind",
+        {
+            "projection": "projection",
+            "min_position": "min_position",
+            "position": "position",
+        },
+    ),
+]
+
+
+def problem_response(
+    slug: str,
+    detail: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Build a problem response of a documented type."""
+    problem = PROBLEM_TYPES[slug]
+    body: dict[str, Any] = {
+        "type": problem.uri,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extensions)
+    return JSONResponse(
+        jsonable_encoder(body),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+async def _handle_known_error(request: Request, error: Exception) -> JSONResponse:
+    for error_type, slug, fields in _ERROR_TYPES:
+        if isinstance(error, error_type):
+            headers = None
+            if isinstance(error, ReadModelTimeoutError):
+                headers = {"Retry-After": "1"}
+            return problem_response(
+                slug,
+                str(error),
+                request,
+                headers,
+                **{name: getattr(error, attr) for name, attr in fields.items()},
+            )
+    return await _handle_unexpected_error(request, error)
+
+
+async def _handle_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {
+            "location": [str(part) for part in item.get("loc", ())],
+            "message": item.get("msg", ""),
+            "input": item.get("input"),
+        }
+        for item in error.errors()
+    ]
+    detail = "; ".join(
+        f"{'.'.join(e['location'])}: {e['message']} (got {e['input']!r})"
+        for e in errors
+    )
+    return problem_response("invalid-request", detail, request, errors=errors)
+
+
+async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}.get(
+        error.status_code
+    )
+    if slug is None:
+        body = {
+            "type": "about:blank",
+            "title": str(error.detail),
+            "status": error.status_code,
+            "detail": str(error.detail),
+        }
+        return JSONResponse(
+            body, status_code=error.status_code, media_type=PROBLEM_MEDIA_TYPE
+        )
+    return problem_response(slug, str(error.detail), request)
+
+
+async def _handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception(
+        "request %s %s failed", request.method, request.url.path, exc_info=error
+    )
+    return problem_response("internal-error", "the server failed; see its log", request)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error type to its problem response."""
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(DomainError, _handle_known_error)
+    for error_type, _, _ in _ERROR_TYPES:
+        app.add_exception_handler(error_type, _handle_known_error)
+    app.add_exception_handler(Exception, _handle_unexpected_error)

@@ -1,0 +1,55 @@
+"""Routes that read a user's unread counts from the read model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.dependencies import MinPosition, ServiceDep, UserIdPath, problem_responses
+from api.models import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    UnreadConversationPublic,
+    UnreadListResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["users"])
+
+
+@router.get(
+    "/users/{user_id}/unread",
+    responses=problem_responses(422, 503),
+)
+def list_unread(
+    user_id: UserIdPath,
+    service: ServiceDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Conversations per page.")
+    ] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=128, description="`next_cursor` of the previous page."),
+    ] = None,
+    include_read: Annotated[
+        bool, Query(description="Also list conversations with no unread message.")
+    ] = False,
+    min_position: MinPosition = 0,
+) -> UnreadListResponse:
+    """Return the user's total unread and their conversations by conversation ID."""
+    page = service.unread.page(
+        user_id,
+        after=cursor,
+        limit=limit,
+        include_read=include_read,
+        min_position=min_position,
+        timeout=service.settings.max_wait_seconds,
+    )
+    return UnreadListResponse(
+        user_id=user_id,
+        total_unread=page.totals.total_unread,
+        conversations_with_unread=page.totals.conversations_with_unread,
+        conversations=[UnreadConversationPublic.of(row) for row in page.conversations],
+        next_cursor=page.next_cursor,
+        position=page.position,
+    )
