@@ -31,7 +31,8 @@ Seq = Annotated[
 UserId = Annotated[
     str,
     Field(
-        pattern=USER_ID_PATTERN.pattern,
+        # Pydantic searches for the pattern, so anchor it to match the whole ID.
+        pattern=f"^{USER_ID_PATTERN.pattern}$",
         min_length=1,
         max_length=64,
         description="1 to 64 letters, digits or '.-@:'.",

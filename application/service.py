@@ -58,7 +58,10 @@ class ReadStateApp(Application[UUID]):
     is_snapshotting_enabled = True
 
     LOCK_STRIPES = 256
-    MAX_ATTEMPTS = 8
+    MAX_ATTEMPTS = 12
+    # Backoff before retry n is uniform in [0, min(cap, base * 2**n)] seconds.
+    RETRY_BACKOFF_BASE = 0.002
+    RETRY_BACKOFF_CAP = 0.1
 
     def __init__(
         self,
@@ -395,8 +398,13 @@ class ReadStateApp(Application[UUID]):
             conversation_id,
             attempt,
         )
-        # Jittered backoff so that competing processes do not collide again.
-        time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (not for security)
+        # Full-jitter exponential backoff, so that competing processes spread
+        # out their retries instead of colliding again.
+        ceiling = min(
+            ReadStateApp.RETRY_BACKOFF_CAP,
+            ReadStateApp.RETRY_BACKOFF_BASE * 2**attempt,
+        )
+        time.sleep(random.uniform(0, ceiling))  # noqa: S311 (not for security)
 
 
 def event_as_dict(event: Any) -> dict[str, Any]:

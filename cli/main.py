@@ -373,7 +373,7 @@ def _audit(args: argparse.Namespace) -> int:
         print(to_json([asdict(entry) for entry in entries]))
         return 0
     print_table(
-        ["version", "recorded at", "event", "position", "unread", "change"],
+        ["version", "recorded at", "event", "has_read_seq", "unread", "change"],
         [
             [
                 str(entry.version),
