@@ -88,8 +88,8 @@ def test_devices_in_two_processes_never_fail(
     final = services[1].app.get_conversation("B", "sg_hot")
     assert final.has_read_seq == 120
     assert final.unread_count == 0
-    marked = [
-        entry.event["seqs"]
+    marked: list[list[list[int]]] = [
+        entry.event["seqs"]  # type: ignore[misc]
         for entry in services[1].app.history("B", "sg_hot")
         if entry.event_type == "MessagesMarkedRead"
     ]

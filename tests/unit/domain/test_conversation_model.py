@@ -10,9 +10,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
 from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper
 
 from domain.conversation import Conversation
 from domain.errors import SeqAboveMaxSeqError
@@ -131,10 +133,10 @@ def test_replay_and_snapshot_reproduce_state(seed: int) -> None:
 
     replayed: Conversation | None = None
     for event in events:
-        replayed = event.mutate(replayed)  # type: ignore[attr-defined]
+        replayed = event.mutate(replayed)
 
     # A snapshot goes through the same JSON mapper as stored snapshots.
-    mapper = Application().mapper
+    mapper: Mapper[UUID] = Application[UUID]().mapper
     stored = mapper.to_stored_event(Conversation.Snapshot.take(conversation))
     restored = mapper.to_domain_event(stored).mutate(None)  # type: ignore[attr-defined]
 
