@@ -41,13 +41,20 @@ def free_port() -> int:
         return port
 
 
-def start_server(workdir: Path, database_url: str | None) -> RunningServer:
-    port = free_port()
+def clean_env(database_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("READSEQ_")}
     if database_url is not None:
         env["READSEQ_DATABASE_URL"] = database_url
+    return env
+
+
+def start_server(
+    workdir: Path, database_url: str | None, *options: str
+) -> RunningServer:
+    port = free_port()
+    env = clean_env(database_url)
     process = subprocess.Popen(
-        [READSEQ, "serve", "--port", str(port)],
+        [READSEQ, "serve", "--port", str(port), *options],
         cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
@@ -132,3 +139,39 @@ def test_default_database_is_sqlite_file_in_workdir(tmp_path: Path) -> None:
 
     assert health["database"] == "sqlite"
     assert (tmp_path / "readseq.db").is_file()
+
+
+def test_workers_with_separate_projection_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    projections = subprocess.Popen(
+        [READSEQ, "projections", "run"],
+        cwd=tmp_path,
+        env=clean_env(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = start_server(tmp_path, database_url, "--workers", "2", "--no-projections")
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            for seq in range(1, 4):
+                recorded = post(
+                    client,
+                    "/v1/users/bob/conversations/sg_team/messages",
+                    {"messages": [message(seq, "alice")]},
+                )
+            unread = client.get(
+                "/v1/users/bob/unread", params={"min_position": recorded["position"]}
+            )
+    finally:
+        server.stop()
+        projections.send_signal(signal.SIGTERM)
+        projection_log, _ = projections.communicate(timeout=30)
+
+    assert unread.status_code == 200, unread.text
+    assert unread.json()["total_unread"] == 3
+    assert projections.returncode == 0
+    if database_url.startswith("postgresql"):
+        assert "listening for new events" in projection_log
+    assert "projection unread_counts stopped" in projection_log
