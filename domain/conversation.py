@@ -15,7 +15,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, register_topic
 
 from domain.errors import (
     ClientMessageIdConflictError,
@@ -521,6 +521,12 @@ class Conversation(Aggregate):
         }
         conversation._read_above = set(iter_ranges(state["read_above"]))
         return conversation
+
+
+# The library registers explicit topics of event classes when the aggregate
+# class is defined, but not of its snapshot class. Without this, a process that
+# has not taken a snapshot itself cannot resolve stored snapshots.
+register_topic(Conversation.Snapshot.TOPIC, Conversation.Snapshot)
 
 
 def _as_datetime(value: datetime | str) -> datetime:
