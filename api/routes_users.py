@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
     "/users/{user_id}/unread",
     responses=problem_responses(422, 503),
 )
-def list_unread(
+async def list_unread(
     user_id: UserIdPath,
     service: ServiceDep,
     limit: Annotated[
@@ -37,7 +37,7 @@ def list_unread(
     min_position: MinPosition = 0,
 ) -> UnreadListResponse:
     """Return the user's total unread and their conversations by conversation ID."""
-    page = service.unread.page(
+    page = await service.unread.page(
         user_id,
         after=cursor,
         limit=limit,

@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
+import anyio.to_thread
+
 from application.errors import ReadModelTimeoutError, UnknownProjectionError
 from application.results import ProjectionStatus
 
@@ -101,6 +104,22 @@ class ProjectionWorker:
         """Ask the worker thread to look for new events now."""
         self._wake.set()
 
+    def _follow_external_reset(self) -> None:
+        # A rebuild in another process sets the stored position back; only a
+        # failed compare-and-set would reveal it, and that needs new events.
+        try:
+            stored = self.projection.position()
+        except Exception:
+            logger.exception("reading the position of projection %s failed", self.name)
+            return
+        if stored < self._position:
+            logger.info(
+                "projection %s was reset elsewhere to position %d, replaying from it",
+                self.name,
+                stored,
+            )
+            self._set_position(stored)
+
     def rewind(self) -> None:
         """Continue from the stored position after a reset elsewhere."""
         self._set_position(self.projection.position())
@@ -177,6 +196,7 @@ class ProjectionWorker:
                 continue
             failures = 0
             if count == 0:
+                self._follow_external_reset()
                 self._wake.wait(self.idle_poll_seconds)
                 self._wake.clear()
         logger.info("projection %s stopped at position %d", self.name, self._position)
@@ -294,6 +314,37 @@ class ReadModels:
         projection = self.get(name)
         logger.info("rebuild of projection %s requested", name)
         projection.reset()
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.rewind()
+
+    async def wait_for_async(
+        self, name: str, min_position: int, timeout: float
+    ) -> None:
+        """Wait like `wait_for`, but without holding a thread while waiting."""
+        projection = self.get(name)
+        if min_position <= 0:
+            return
+        worker = self.workers.get(name)
+        deadline = time.monotonic() + timeout
+        interval = 0.001
+        while True:
+            if worker is not None:
+                position = worker.position
+            else:
+                position = await anyio.to_thread.run_sync(projection.position)
+            if position >= min_position:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadModelTimeoutError(name, min_position, position, timeout)
+            if worker is not None:
+                worker.wake()
+            await anyio.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.02)
+
+    def rewind(self, name: str) -> None:
+        """Make the local worker of a projection re-read its stored position."""
         worker = self.workers.get(name)
         if worker is not None:
             worker.rewind()

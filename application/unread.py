@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Protocol
 from uuid import UUID
 
+import anyio.to_thread
+
+from application.errors import ReadModelTimeoutError
 from application.projections import ProjectedEvent, ReadModels
 from application.results import UnreadConversation, UnreadTotals
 from domain.conversation import Conversation
@@ -222,7 +227,7 @@ class UnreadQueries:
         self.view = view
         self.read_models = read_models
 
-    def page(
+    async def page(
         self,
         owner_id: str,
         *,
@@ -232,11 +237,31 @@ class UnreadQueries:
         min_position: int,
         timeout: float,
     ) -> UnreadPage:
-        """Wait for `min_position`, then read totals and one page of rows."""
+        """Wait for `min_position`, then read totals and one page of rows.
+
+        The stored position is read together with the rows, so a page is never
+        older than `min_position`, even right after a rebuild elsewhere.
+        """
         check_user_id(owner_id)
-        self.read_models.wait_for(UnreadCountsProjection.name, min_position, timeout)
-        totals, rows, position = self.view.snapshot(
-            owner_id, after=after, limit=limit + 1, include_read=include_read
-        )
+        name = UnreadCountsProjection.name
+        deadline = time.monotonic() + timeout
+        await self.read_models.wait_for_async(name, min_position, timeout)
+        while True:
+            totals, rows, position = await anyio.to_thread.run_sync(
+                partial(
+                    self.view.snapshot,
+                    owner_id,
+                    after=after,
+                    limit=limit + 1,
+                    include_read=include_read,
+                )
+            )
+            if position >= min_position:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadModelTimeoutError(name, min_position, position, timeout)
+            self.read_models.rewind(name)
+            await self.read_models.wait_for_async(name, min_position, remaining)
         next_cursor = rows[limit - 1].conversation_id if len(rows) > limit else None
         return UnreadPage(totals, rows[:limit], next_cursor, position)

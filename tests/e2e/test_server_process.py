@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,10 +50,13 @@ def clean_env(database_url: str | None) -> dict[str, str]:
 
 
 def start_server(
-    workdir: Path, database_url: str | None, *options: str
+    workdir: Path,
+    database_url: str | None,
+    *options: str,
+    extra_env: dict[str, str] | None = None,
 ) -> RunningServer:
     port = free_port()
-    env = clean_env(database_url)
+    env = clean_env(database_url) | (extra_env or {})
     process = subprocess.Popen(
         [READSEQ, "serve", "--port", str(port), *options],
         cwd=workdir,
@@ -175,3 +179,38 @@ def test_workers_with_separate_projection_process(
     if database_url.startswith("postgresql"):
         assert "listening for new events" in projection_log
     assert "projection unread_counts stopped" in projection_log
+
+
+def test_waiting_queries_do_not_block_others(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'wait.db'}",
+        "--no-projections",
+        extra_env={"READSEQ_MAX_WAIT_SECONDS": "3"},
+    )
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    def wait_for_unread(index: int) -> None:
+        response = httpx.get(
+            f"{server.base_url}/v1/users/u{index}/unread",
+            params={"min_position": 10**6},
+            timeout=30,
+        )
+        with lock:
+            finished.append(f"wait {response.status_code}")
+
+    waiters = [threading.Thread(target=wait_for_unread, args=(i,)) for i in range(40)]
+    try:
+        for thread in waiters:
+            thread.start()
+        health = httpx.get(f"{server.base_url}/health", timeout=30)
+        with lock:
+            finished.append(f"health {health.status_code}")
+        for thread in waiters:
+            thread.join(timeout=60)
+    finally:
+        server.stop()
+
+    assert finished[0] == "health 200"
+    assert finished.count("wait 503") == 40

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
+import anyio
 import pytest
 
 from application.errors import ConversationNotFoundError, ReadModelTimeoutError
 from application.results import UnreadConversation
+from application.unread import UnreadPage
 from domain.errors import SeqAboveMaxSeqError, UnknownClientMessageIdError
 from domain.values import ReceivedMessage
 from infrastructure.bootstrap import Service, build_service
@@ -24,8 +28,14 @@ def received(sender: str, *seqs: int) -> list[ReceivedMessage]:
     ]
 
 
+def read_page(service: Service, user_id: str, **options: Any) -> UnreadPage:
+    """Run the async unread query to completion."""
+    return anyio.run(partial(service.unread.page, user_id, **options))
+
+
 def unread_total(service: Service, user_id: str, position: int) -> int:
-    page = service.unread.page(
+    page = read_page(
+        service,
         user_id,
         after=None,
         limit=100,
@@ -37,7 +47,8 @@ def unread_total(service: Service, user_id: str, position: int) -> int:
 
 
 def unread_row(service: Service, user_id: str, position: int) -> UnreadConversation:
-    page = service.unread.page(
+    page = read_page(
+        service,
         user_id,
         after=None,
         limit=100,
@@ -231,7 +242,8 @@ def test_query_times_out_when_projection_behind(settings: Settings) -> None:
     try:
         result = service.app.record_messages("B", "si_A_B", received("A", 1))
         with pytest.raises(ReadModelTimeoutError) as raised:
-            service.unread.page(
+            read_page(
+                service,
                 "B",
                 after=None,
                 limit=10,
@@ -256,7 +268,8 @@ def test_unread_list_pages_by_conversation(service: Service) -> None:
     seen: list[tuple[str, int]] = []
     cursor = None
     while True:
-        page = service.unread.page(
+        page = read_page(
+            service,
             "B",
             after=cursor,
             limit=2,
@@ -281,3 +294,28 @@ def test_unread_list_pages_by_conversation(service: Service) -> None:
     ]
     assert page.totals.total_unread == 11
     assert page.totals.conversations_with_unread == 6
+
+
+def test_reset_elsewhere_never_serves_stale_page(
+    service: Service, settings: Settings
+) -> None:
+    result = service.app.record_messages("B", "si_A_B", received("A", 1, 2, 3))
+    assert unread_total(service, "B", result.position) == 3
+    other_process = build_service(settings)
+    try:
+        other_process.unread_view.reset()
+    finally:
+        other_process.close()
+
+    page = read_page(
+        service,
+        "B",
+        after=None,
+        limit=10,
+        include_read=True,
+        min_position=result.position,
+        timeout=10,
+    )
+
+    assert page.position >= result.position
+    assert page.totals.total_unread == 3
