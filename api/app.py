@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -74,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestBodyGuard, max_bytes=MAX_BODY_BYTES)
     app.include_router(routes_conversations.router)
     app.include_router(routes_users.router)
     app.include_router(routes_admin.router)
@@ -108,43 +107,66 @@ def _close(service: Service) -> None:
     service.close()
 
 
-class BodySizeLimit:
-    """Reject request bodies above a size, declared or streamed, with 413."""
+class RequestBodyGuard:
+    """Check request bodies before the application parses them.
+
+    Bodies are buffered up to `max_bytes`, so an oversized body gets 413
+    whether or not it declares its length. A non-empty body must be JSON,
+    otherwise 415.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if (
-            declared is not None
-            and declared.isdigit()
-            and int(declared) > self.max_bytes
-        ):
-            await self._reject(scope, receive, send, int(declared))
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject_size(scope, receive, send, int(declared))
             return
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        more_body = True
+        while more_body:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError(received)
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject_size(scope, receive, send, size)
+                return
+            chunks.append(chunk)
+            more_body = message.get("more_body", False)
+        body = b"".join(chunks)
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLargeError as error:
-            await self._reject(scope, receive, send, error.size)
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if body and not _is_json(content_type):
+            response = problem_response(
+                "unsupported-media-type",
+                f"content type {content_type.decode('latin-1') or '(none)'!r} is not "
+                "supported: send JSON with content-type application/json",
+            )
+            await response(scope, receive, send)
+            return
 
-    async def _reject(
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _reject_size(
         self, scope: Scope, receive: Receive, send: Send, size: int
     ) -> None:
         response = problem_response(
@@ -156,7 +178,5 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _BodyTooLargeError(Exception):
-    def __init__(self, size: int, *args: Any) -> None:
-        super().__init__(size, *args)
-        self.size = size
+def _is_json(content_type: bytes) -> bool:
+    return content_type == b"application/json" or content_type.endswith(b"+json")

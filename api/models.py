@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 from application.results import (
     CommandResult,
@@ -25,8 +32,10 @@ MAX_CLIENT_MSG_ID_LENGTH = 128
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 
+# Strict: a seq is a JSON integer, never a string, float or boolean.
 Seq = Annotated[
-    int, Field(ge=1, le=MAX_SEQ, description="Sequence number, 1 to 2**63 - 1.")
+    StrictInt,
+    Field(ge=1, le=MAX_SEQ, description="Sequence number, 1 to 2**63 - 1."),
 ]
 UserId = Annotated[
     str,
@@ -39,7 +48,26 @@ UserId = Annotated[
         examples=["alice"],
     ),
 ]
-ClientMsgId = Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH)]
+
+
+def _check_storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded.
+    if "\x00" in value:
+        msg = "must not contain the NUL character"
+        raise ValueError(msg)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        msg = "must be valid Unicode (no lone surrogates)"
+        raise ValueError(msg) from None
+    return value
+
+
+ClientMsgId = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH),
+    AfterValidator(_check_storable_text),
+]
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -59,7 +87,9 @@ class MessageIn(BaseModel):
         description="Send time; a time without a zone is taken as UTC."
     )
     counts_as_unread: bool = Field(
-        True, description="False for messages that never count, such as typing notices."
+        True,
+        strict=True,
+        description="False for messages that never count, such as typing notices.",
     )
 
 
@@ -117,7 +147,7 @@ class HasReadSeqRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    has_read_seq: int = Field(ge=0, le=MAX_SEQ)
+    has_read_seq: int = Field(strict=True, ge=0, le=MAX_SEQ)
 
 
 class MarkReadRequest(BaseModel):
@@ -125,7 +155,7 @@ class MarkReadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    up_to_seq: int = Field(ge=0, le=MAX_SEQ)
+    up_to_seq: int = Field(strict=True, ge=0, le=MAX_SEQ)
 
 
 class ConversationPublic(BaseModel):

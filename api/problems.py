@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,18 @@ PROBLEM_TYPES = {
             405,
             "Method not allowed",
             "The resource exists but does not accept this HTTP method.",
+        ),
+        ProblemType(
+            "malformed-body",
+            400,
+            "Malformed request body",
+            "The body is not valid JSON in UTF-8; the detail names the position.",
+        ),
+        ProblemType(
+            "unsupported-media-type",
+            415,
+            "Unsupported media type",
+            "Request bodies must be JSON with the content type application/json.",
         ),
         ProblemType(
             "request-too-large",
@@ -273,26 +286,60 @@ async def _handle_known_error(request: Request, error: Exception) -> JSONRespons
 
 async def _handle_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    items = list(error.errors())
+    if items and all(item.get("type") == "json_invalid" for item in items):
+        ctx = items[0].get("ctx") or {}
+        reason = ctx.get("error", "invalid JSON")
+        position = items[0].get("loc", ("body", "?"))[-1]
+        return problem_response(
+            "malformed-body",
+            f"request body is not valid JSON: {reason} at character {position}",
+            request,
+        )
     errors = [
         {
             "location": [str(part) for part in item.get("loc", ())],
             "message": item.get("msg", ""),
-            "input": item.get("input"),
+            "input": _json_safe(item.get("input")),
         }
-        for item in error.errors()
+        for item in items
     ]
     detail = "; ".join(
-        f"{'.'.join(e['location'])}: {e['message']} (got {e['input']!r})"
+        f"{'.'.join(e['location'])}: {e['message']} (got {_shorten(e['input'])})"
         for e in errors
     )
     return problem_response("invalid-request", detail, request, errors=errors)
 
 
+def _json_safe(value: Any) -> Any:
+    """Make a rejected input encodable as strict JSON (no NaN, bytes or surrogates)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(_json_safe(k)): _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    slug = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}.get(
-        error.status_code
-    )
+    slug = {
+        400: "malformed-body",
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "request-too-large",
+        415: "unsupported-media-type",
+    }.get(error.status_code)
     if slug is None:
         body = {
             "type": "about:blank",
@@ -303,7 +350,10 @@ async def _handle_http_error(request: Request, error: Exception) -> JSONResponse
         return JSONResponse(
             body, status_code=error.status_code, media_type=PROBLEM_MEDIA_TYPE
         )
-    return problem_response(slug, str(error.detail), request)
+    detail = str(error.detail)
+    if error.status_code == 404:
+        detail = f"no resource at {request.url.path}: check the method and the path"
+    return problem_response(slug, detail, request)
 
 
 async def _handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -14,6 +14,7 @@ from api.dependencies import (
     problem_responses,
 )
 from api.models import HistoryEntryPublic, HistoryResponse, ProjectionStatusPublic
+from domain.values import MAX_SEQ
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -27,13 +28,17 @@ def conversation_history(
     conversation_id: ConversationIdPath,
     service: ServiceDep,
     until_version: Annotated[
-        int | None, Query(ge=1, description="Stop after this aggregate version.")
+        int | None,
+        Query(ge=1, le=MAX_SEQ, description="Stop after this aggregate version."),
     ] = None,
     until_time: Annotated[
-        datetime | None, Query(description="Stop after events recorded at this time.")
+        datetime | None,
+        Query(description="Stop after events recorded at this time (UTC if no zone)."),
     ] = None,
 ) -> HistoryResponse:
     """Replay a conversation's events, with the state after each one."""
+    if until_time is not None and until_time.tzinfo is None:
+        until_time = until_time.replace(tzinfo=UTC)
     entries = service.app.history(
         user_id, conversation_id, until_version=until_version, until_time=until_time
     )

@@ -13,6 +13,7 @@ from api.models import (
     UnreadConversationPublic,
     UnreadListResponse,
 )
+from domain.values import CONVERSATION_ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -29,7 +30,10 @@ async def list_unread(
     ] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[
         str | None,
-        Query(max_length=128, description="`next_cursor` of the previous page."),
+        Query(
+            pattern=f"^{CONVERSATION_ID_PATTERN.pattern}$",
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
     include_read: Annotated[
         bool, Query(description="Also list conversations with no unread message.")

@@ -389,3 +389,137 @@ def test_openapi_and_docs_served(client: TestClient) -> None:
     assert "/v1/users/{user_id}/unread" in schema["paths"]
     problem = client.get("/problems/seq-above-max-seq").json()
     assert problem["status"] == 422
+
+
+@pytest.mark.parametrize(
+    ("content", "location"),
+    [
+        pytest.param(b'{"seqs": ["1"]}', ["body", "seqs", "0"], id="seq-as-string"),
+        pytest.param(b'{"seqs": [1.0]}', ["body", "seqs", "0"], id="seq-as-float"),
+        pytest.param(b'{"seqs": [true]}', ["body", "seqs", "0"], id="seq-as-bool"),
+        pytest.param(
+            b'{"client_msg_ids": ["a\\ud800"]}',
+            ["body", "client_msg_ids", "0"],
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            b'{"client_msg_ids": ["a\\u0000b"]}',
+            ["body", "client_msg_ids", "0"],
+            id="nul-character",
+        ),
+    ],
+)
+def test_read_marks_reject_lax_values(
+    client: TestClient, content: bytes, location: list[str]
+) -> None:
+    record(client, "B", "si_A_B", 1)
+
+    response = client.post(
+        url("B", "si_A_B", "/read-marks"),
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["errors"][0]["location"] == location
+
+
+def test_counts_as_unread_must_be_boolean(client: TestClient) -> None:
+    response = client.post(
+        url("B", "si_A_B", "/messages"),
+        json={"messages": [message(1, counts_as_unread="no")]},
+    )
+
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["errors"][0]["input"] == "no"
+
+
+def test_nan_in_body_is_named(client: TestClient) -> None:
+    response = client.post(
+        url("B", "si_A_B", "/read-marks"),
+        content=b'{"seqs": [NaN]}',
+        headers={"content-type": "application/json"},
+    )
+
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["errors"][0]["input"] == "nan"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem_type"),
+    [
+        pytest.param(b'{"seqs": [1', "malformed-body", id="truncated-json"),
+        pytest.param(b'{"seqs": "\xff"}', "malformed-body", id="invalid-utf8"),
+    ],
+)
+def test_unparseable_body_is_bad_request(
+    client: TestClient, content: bytes, problem_type: str
+) -> None:
+    response = client.post(
+        url("B", "si_A_B", "/read-marks"),
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+
+    assert_problem(response, 400, problem_type)
+
+
+def test_non_json_body_is_unsupported(client: TestClient) -> None:
+    response = client.post(
+        url("B", "si_A_B", "/read-marks"),
+        content=b"seqs=1",
+        headers={"content-type": "text/plain"},
+    )
+
+    body = assert_problem(response, 415, "unsupported-media-type")
+    assert "text/plain" in body["detail"]
+
+
+def test_chunked_oversized_body_rejected(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"messages": ['
+        for _ in range(40):
+            yield b" " * 32_768
+        yield b"]}"
+
+    response = client.post(
+        url("B", "si_A_B", "/messages"),
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+
+    assert_problem(response, 413, "request-too-large")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected_status"),
+    [
+        pytest.param(
+            {"until_time": "2999-01-01T00:00:00"}, 200, id="naive-time-is-utc"
+        ),
+        pytest.param({"until_version": 2**63}, 422, id="version-beyond-int64"),
+    ],
+)
+def test_history_bounds(
+    client: TestClient, params: dict[str, Any], expected_status: int
+) -> None:
+    record(client, "B", "si_A_B", 1)
+
+    response = client.get(
+        "/v1/admin/users/B/conversations/si_A_B/history", params=params
+    )
+
+    assert response.status_code == expected_status, response.text
+
+
+def test_invalid_cursor_is_rejected(client: TestClient) -> None:
+    response = client.get("/v1/users/B/unread", params={"cursor": "a\x00b"})
+
+    assert_problem(response, 422, "invalid-request")
+
+
+def test_unknown_route_names_path(client: TestClient) -> None:
+    response = client.get("/v1/users//conversations/x")
+
+    body = assert_problem(response, 404, "not-found")
+    assert "/v1/users//conversations/x" in body["detail"]
