@@ -240,7 +240,7 @@ class ReadStateApp(Application[UUID]):
                     state=ConversationState.of(conversation),
                 )
             )
-        if not entries and until_version is None and until_time is None:
+        if not entries and aggregate_id not in self.repository:
             raise ConversationNotFoundError(owner_id, conversation_id)
         return entries
 

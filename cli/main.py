@@ -20,11 +20,14 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.models import HistoryEntryPublic
 from application.importing import ImportStats, import_conversations
 from application.projections import ProjectionWorker
 from cli.output import print_table, to_json
+from domain.values import MAX_SEQ
 from infrastructure.bootstrap import Service, build_service
 from infrastructure.chitchat import chitchat_conversations, load_chitchat
+from infrastructure.event_store import prepare_database
 from infrastructure.settings import Settings
 
 logger = logging.getLogger("readseq")
@@ -40,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except ValidationError as error:
         for item in error.errors():
-            print(f"readseq: invalid setting: {item['msg']}", file=sys.stderr)
+            name = "READSEQ_" + "_".join(str(part) for part in item["loc"]).upper()
+            print(
+                f"readseq: invalid setting {name}={item['input']!r}: {item['msg']}",
+                file=sys.stderr,
+            )
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -82,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         default=1,
         help="uvicorn worker processes (default 1)",
     )
@@ -100,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     chitchat.add_argument("path", type=Path, help="path of dataset.json[.gz]")
     chitchat.add_argument(
-        "--limit", type=int, help="import only the first N chats of the file"
+        "--limit", type=_positive_int, help="import only the first N chats of the file"
     )
     chitchat.add_argument("--json", action="store_true", help="print JSON")
     chitchat.set_defaults(command=_import_chitchat)
@@ -122,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("user_id")
     audit.add_argument("conversation_id")
-    audit.add_argument("--version", type=int, help="stop after this aggregate version")
+    audit.add_argument(
+        "--version", type=_version, help="stop after this aggregate version"
+    )
     audit.add_argument(
         "--at",
         type=datetime.fromisoformat,
@@ -133,11 +142,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"invalid value {text!r}: expected a whole number of at least 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _version(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SEQ:
+        msg = f"invalid version {text}: expected at most {MAX_SEQ}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    if args.database_url:
+    if args.database_url is not None:
         overrides["database_url"] = args.database_url
-    if args.log_level:
+    if args.log_level is not None:
         overrides["log_level"] = args.log_level
     for name in ("host", "port"):
         value = getattr(args, name, None)
@@ -153,6 +181,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
+    # Fail with one clear line before uvicorn starts and logs tracebacks.
+    prepare_database(settings.database)
     if args.workers > 1:
         # Worker processes build their own settings from the environment.
         os.environ["READSEQ_DATABASE_URL"] = settings.database_url
@@ -178,11 +208,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _import_chitchat(args: argparse.Namespace) -> int:
     path: Path = args.path
-    if not path.is_file():
+    if not path.exists():
         msg = f"file not found: {path}; pass the path of the Chit-Chat dataset.json.gz"
         raise FileNotFoundError(msg)
-    if args.limit is not None and args.limit < 1:
-        msg = f"invalid --limit {args.limit}: pass a positive number of chats"
+    if not path.is_file():
+        msg = f"{path} is not a regular file: pass the path of dataset.json.gz"
         raise ValueError(msg)
 
     started = time.monotonic()
@@ -370,7 +400,8 @@ def _audit(args: argparse.Namespace) -> int:
     finally:
         service.close()
     if args.json:
-        print(to_json([asdict(entry) for entry in entries]))
+        # The same field names as the HTTP history.
+        print(to_json([HistoryEntryPublic.of(e).model_dump(mode="json") for e in entries]))
         return 0
     print_table(
         ["version", "recorded at", "event", "has_read_seq", "unread", "change"],

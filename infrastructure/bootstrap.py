@@ -10,7 +10,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from application.projections import ReadModels
 from application.service import ReadStateApp
 from application.unread import UnreadCountsProjection, UnreadQueries
-from infrastructure.event_store import ensure_postgres_schema, event_store_env
+from infrastructure.event_store import event_store_env, prepare_database
 from infrastructure.pg_listener import EventNotificationListener
 from infrastructure.settings import Settings
 from infrastructure.unread_view import UnreadCountsSqlView
@@ -64,7 +64,7 @@ class Service:
 def build_service(settings: Settings) -> Service:
     """Open the event store and read models named by the settings."""
     database = settings.database
-    ensure_postgres_schema(database)
+    prepare_database(database)
     app = ReadStateApp(
         event_store_env(settings), snapshot_interval=settings.snapshot_interval
     )

@@ -33,7 +33,7 @@ def load_chitchat(path: Path) -> dict[str, Any]:
     try:
         with opener(path, "rt", encoding="utf-8") as file:
             data = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError) as error:
         msg = f"{path} is not a Chit-Chat JSON file: {error}"
         raise DatasetFormatError(msg) from error
     if not isinstance(data, dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -36,16 +38,50 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_postgres_schema(database: DatabaseConfig) -> None:
-    """Create the configured schema if missing; the library expects it to exist."""
-    if database.backend != "postgresql" or database.schema == "public":
+class DatabaseUnavailableError(Exception):
+    """The configured database cannot be opened."""
+
+
+def prepare_database(database: DatabaseConfig) -> None:
+    """Check that the database can be opened and create a missing schema.
+
+    Raises `DatabaseUnavailableError` naming the database (never the
+    password) and the reason, so that start-up fails with one clear line.
+    """
+    if database.backend == "sqlite":
+        _check_sqlite_path(database.sqlite_path)
         return
-    with psycopg.connect(conninfo(database), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(database.schema)
-            )
+    try:
+        with psycopg.connect(conninfo(database), autocommit=True) as conn:
+            if database.schema != "public":
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(database.schema)
+                    )
+                )
+    except psycopg.Error as error:
+        reason = (
+            str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         )
+        msg = (
+            f"cannot open {database.display_name()}: {reason}; check "
+            "READSEQ_DATABASE_URL and that PostgreSQL is running"
+        )
+        raise DatabaseUnavailableError(msg) from error
+
+
+def _check_sqlite_path(path_text: str) -> None:
+    if path_text.startswith("file:") or ":memory:" in path_text:
+        return
+    path = Path(path_text)
+    if path.is_dir():
+        msg = f"SQLite database path {path} is a directory: name a file in it"
+        raise DatabaseUnavailableError(msg)
+    if not path.parent.is_dir():
+        msg = (
+            f"folder {path.parent} of SQLite database {path} does not exist: create it"
+        )
+        raise DatabaseUnavailableError(msg)
 
 
 def conninfo(database: DatabaseConfig) -> str:

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///readseq.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -54,6 +55,15 @@ class Settings(BaseSettings):
         15, ge=0, description="Extra PostgreSQL connections opened under load."
     )
     log_level: str = Field("INFO", description="Level of the standard logging module.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in LOG_LEVELS:
+            msg = f"unknown log level {value!r}: use one of {', '.join(LOG_LEVELS)}"
+            raise ValueError(msg)
+        return level
 
     @field_validator("database_url")
     @classmethod
