@@ -401,7 +401,8 @@ def _audit(args: argparse.Namespace) -> int:
         service.close()
     if args.json:
         # The same field names as the HTTP history.
-        print(to_json([HistoryEntryPublic.of(e).model_dump(mode="json") for e in entries]))
+        public = [HistoryEntryPublic.of(entry) for entry in entries]
+        print(to_json([entry.model_dump(mode="json") for entry in public]))
         return 0
     print_table(
         ["version", "recorded at", "event", "has_read_seq", "unread", "change"],
