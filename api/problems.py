@@ -21,6 +21,7 @@ from application.errors import (
 )
 from domain.errors import (
     ClientMessageIdConflictError,
+    ConversationKindContradictsIdError,
     ConversationKindMismatchError,
     ConversationKindRequiredError,
     DomainError,
@@ -29,6 +30,7 @@ from domain.errors import (
     InvalidUserIdError,
     NotAMemberError,
     SeqAboveMaxSeqError,
+    SeqConflictError,
     UnknownClientMessageIdError,
 )
 
@@ -90,6 +92,19 @@ PROBLEM_TYPES = {
             "Conversation kind required",
             "A new conversation's ID has no si_, sg_ or sn_ prefix and the "
             "request sent no kind.",
+        ),
+        ProblemType(
+            "conversation-kind-contradicts-id",
+            422,
+            "Kind contradicts conversation ID",
+            "A new conversation's kind or peer differs from what its ID prefix "
+            "and member names imply.",
+        ),
+        ProblemType(
+            "seq-conflict",
+            409,
+            "Seq conflict",
+            "A known seq arrived again with a different sender or client message ID.",
         ),
         ProblemType(
             "not-a-member",
@@ -169,7 +184,11 @@ PROBLEM_TYPES = {
 # response field name -> exception attribute.
 _ERROR_TYPES: list[tuple[type[Exception], str, dict[str, str]]] = [
     (InvalidUserIdError, "invalid-id", {"user_id": "user_id"}),
-    (InvalidConversationIdError, "invalid-id", {"conversation_id": "conversation_id"}),
+    (
+        InvalidConversationIdError,
+        "invalid-id",
+        {"conversation_id": "conversation_id", "reason": "reason"},
+    ),
     (InvalidSeqError, "invalid-seq", {"seq": "seq"}),
     (
         SeqAboveMaxSeqError,
@@ -189,7 +208,32 @@ _ERROR_TYPES: list[tuple[type[Exception], str, dict[str, str]]] = [
     (
         NotAMemberError,
         "not-a-member",
-        {"user_id": "user_id", "conversation_id": "conversation_id"},
+        {
+            "user_id": "user_id",
+            "conversation_id": "conversation_id",
+            "members": "members",
+        },
+    ),
+    (
+        ConversationKindContradictsIdError,
+        "conversation-kind-contradicts-id",
+        {
+            "conversation_id": "conversation_id",
+            "field": "field",
+            "implied": "implied",
+            "requested": "requested",
+        },
+    ),
+    (
+        SeqConflictError,
+        "seq-conflict",
+        {
+            "seq": "seq",
+            "field": "field",
+            "known": "known",
+            "received": "received",
+            "conversation_id": "conversation_id",
+        },
     ),
     (
         ConversationKindMismatchError,

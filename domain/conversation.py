@@ -19,10 +19,13 @@ from eventsourcing.utils import get_topic, register_topic
 
 from domain.errors import (
     ClientMessageIdConflictError,
+    ConversationKindContradictsIdError,
     ConversationKindMismatchError,
     ConversationKindRequiredError,
     InvalidSeqError,
+    NotAMemberError,
     SeqAboveMaxSeqError,
+    SeqConflictError,
     UnknownClientMessageIdError,
 )
 from domain.values import (
@@ -35,7 +38,7 @@ from domain.values import (
     check_user_id,
     iter_ranges,
     kind_from_prefix,
-    peer_from_single_chat_id,
+    peer_from_pair_id,
     to_ranges,
 )
 
@@ -196,19 +199,19 @@ class Conversation(Aggregate):
         if kind is None:
             raise ConversationKindRequiredError(conversation_id)
         if prefixed_kind is not None and kind != prefixed_kind:
-            raise ConversationKindMismatchError(
+            raise ConversationKindContradictsIdError(
                 conversation_id, "kind", prefixed_kind.value, kind.value
             )
 
         named_peer = None
         if prefixed_kind in (ConversationKind.SINGLE, ConversationKind.NOTIFICATION):
-            named_peer = peer_from_single_chat_id(owner_id, conversation_id)
+            named_peer = peer_from_pair_id(owner_id, conversation_id)
         if named_peer is not None and peer_user_id not in (None, named_peer):
-            raise ConversationKindMismatchError(
+            raise ConversationKindContradictsIdError(
                 conversation_id, "peer_user_id", named_peer, str(peer_user_id)
             )
         if kind is ConversationKind.GROUP and peer_user_id is not None:
-            raise ConversationKindMismatchError(
+            raise ConversationKindContradictsIdError(
                 conversation_id, "peer_user_id", None, peer_user_id
             )
 
@@ -245,8 +248,14 @@ class Conversation(Aggregate):
         known: list[int] = []
         client_ids = dict(self._client_ids)
         for message in messages:
+            self._check_sender(message.sender_id)
             seq = message.seq
-            if seq <= self.has_read_seq or seq in self._messages or seq in new:
+            earlier = self._messages.get(seq) or new.get(seq)
+            if earlier is not None:
+                self._check_same_message(seq, earlier, message)
+                known.append(seq)
+                continue
+            if seq <= self.has_read_seq:
                 known.append(seq)
                 continue
             if message.client_msg_id is not None:
@@ -394,6 +403,42 @@ class Conversation(Aggregate):
             and seq >= self.min_seq
             and seq not in self._read_above
         )
+
+    def _check_sender(self, sender_id: str) -> None:
+        # A single chat with a known peer has exactly two possible senders.
+        if self.peer_user_id is None or self.kind is ConversationKind.GROUP:
+            return
+        members = (self.owner_id, self.peer_user_id)
+        if sender_id not in members:
+            raise NotAMemberError(sender_id, self.conversation_id, members)
+
+    def _check_same_message(
+        self,
+        seq: int,
+        earlier: KnownMessage | ReceivedMessage,
+        message: ReceivedMessage,
+    ) -> None:
+        # Only messages above the read position are kept, so a redelivery at or
+        # below it cannot be compared and counts as known.
+        if earlier.sender_id != message.sender_id:
+            raise SeqConflictError(
+                seq,
+                "sender_id",
+                earlier.sender_id,
+                message.sender_id,
+                self.conversation_id,
+            )
+        if (
+            message.client_msg_id is not None
+            and earlier.client_msg_id != message.client_msg_id
+        ):
+            raise SeqConflictError(
+                seq,
+                "client_msg_id",
+                earlier.client_msg_id,
+                message.client_msg_id,
+                self.conversation_id,
+            )
 
     def _check_within_max_seq(self, seqs: Iterable[int]) -> None:
         for seq in sorted(seqs):

@@ -15,19 +15,21 @@ class InvalidUserIdError(DomainError):
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         super().__init__(
-            f"invalid user ID {user_id!r}: use 1 to 64 letters, digits or '.-@:'"
+            f"invalid user ID {user_id!r}: use 1 to 64 letters, digits or '.-@:', "
+            "but not '.' or '..' alone"
         )
 
 
 class InvalidConversationIdError(DomainError):
-    """A conversation ID cannot travel in a URL path or has the wrong length."""
+    """A conversation ID cannot travel in a URL path or breaks its prefix's form."""
 
-    def __init__(self, conversation_id: str) -> None:
+    def __init__(self, conversation_id: str, reason: str | None = None) -> None:
         self.conversation_id = conversation_id
-        super().__init__(
-            f"invalid conversation ID {conversation_id!r}: use 1 to 128 printable "
-            "ASCII characters without whitespace, '/', '?' or '#'"
+        self.reason = reason or (
+            "use 1 to 128 printable ASCII characters without whitespace, "
+            "'/', '?' or '#', and not '.' or '..'"
         )
+        super().__init__(f"invalid conversation ID {conversation_id!r}: {self.reason}")
 
 
 class InvalidSeqError(DomainError):
@@ -95,7 +97,7 @@ class ConversationKindRequiredError(DomainError):
 
 
 class ConversationKindMismatchError(DomainError):
-    """A command names a kind or peer that differs from the conversation's own."""
+    """A command names a kind or peer that differs from the stored conversation's."""
 
     def __init__(
         self, conversation_id: str, field: str, stored: str | None, requested: str
@@ -104,19 +106,64 @@ class ConversationKindMismatchError(DomainError):
         self.field = field
         self.stored = stored
         self.requested = requested
+        has = f"{field} {stored!r}" if stored is not None else f"no {field}"
         super().__init__(
-            f"conversation {conversation_id!r} has {field} {stored!r}, "
-            f"not {requested!r}: omit {field} or send the stored value"
+            f"conversation {conversation_id!r} has {has}, not {requested!r}: "
+            f"omit {field} or send the stored value"
+        )
+
+
+class ConversationKindContradictsIdError(DomainError):
+    """A new conversation's kind or peer contradicts what its ID says."""
+
+    def __init__(
+        self, conversation_id: str, field: str, implied: str | None, requested: str
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.field = field
+        self.implied = implied
+        self.requested = requested
+        implies = f"{field} {implied!r}" if implied is not None else f"no {field}"
+        super().__init__(
+            f"{field} {requested!r} contradicts conversation ID {conversation_id!r}, "
+            f"which implies {implies}: omit {field} or send the implied value"
+        )
+
+
+class SeqConflictError(DomainError):
+    """A known seq arrives again with a different sender or client message ID."""
+
+    def __init__(
+        self,
+        seq: int,
+        field: str,
+        known: str | None,
+        received: str | None,
+        conversation_id: str,
+    ) -> None:
+        self.seq = seq
+        self.field = field
+        self.known = known
+        self.received = received
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"seq {seq} of conversation {conversation_id!r} is known with {field} "
+            f"{known!r}, not {received!r}: each seq is one message, so fix the "
+            "sender of this delivery"
         )
 
 
 class NotAMemberError(DomainError):
-    """A user is not one of the two users named by a single-chat conversation ID."""
+    """A user or sender is not one of the two members of a single chat."""
 
-    def __init__(self, user_id: str, conversation_id: str) -> None:
+    def __init__(
+        self, user_id: str, conversation_id: str, members: tuple[str, ...] = ()
+    ) -> None:
         self.user_id = user_id
         self.conversation_id = conversation_id
+        self.members = list(members)
+        named = f" ({', '.join(members)})" if members else ""
         super().__init__(
-            f"user {user_id!r} is not a member of conversation {conversation_id!r}, "
-            "whose ID names its two members"
+            f"user {user_id!r} is not a member of conversation {conversation_id!r}"
+            f"{named}: single chats have exactly two members"
         )

@@ -46,16 +46,23 @@ KIND_PREFIXES = {
 }
 
 
+# URL clients resolve these path segments away, so they cannot name a resource.
+DOT_SEGMENTS = (".", "..")
+
+
 def check_user_id(user_id: str) -> str:
     """Return the user ID unchanged, or raise `InvalidUserIdError`."""
-    if not USER_ID_PATTERN.fullmatch(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id) or user_id in DOT_SEGMENTS:
         raise InvalidUserIdError(user_id)
     return user_id
 
 
 def check_conversation_id(conversation_id: str) -> str:
     """Return the conversation ID unchanged, or raise `InvalidConversationIdError`."""
-    if not CONVERSATION_ID_PATTERN.fullmatch(conversation_id):
+    if (
+        not CONVERSATION_ID_PATTERN.fullmatch(conversation_id)
+        or conversation_id in DOT_SEGMENTS
+    ):
         raise InvalidConversationIdError(conversation_id)
     return conversation_id
 
@@ -72,21 +79,37 @@ def kind_from_prefix(conversation_id: str) -> ConversationKind | None:
     return KIND_PREFIXES.get(conversation_id[:3])
 
 
-def peer_from_single_chat_id(owner_id: str, conversation_id: str) -> str | None:
-    """Return the other member named by an `si_<a>_<b>` ID.
+def members_of_pair_id(conversation_id: str) -> tuple[str, str]:
+    """Return the two members named by an `si_<a>_<b>` or `sn_<a>_<b>` ID.
 
-    User IDs cannot contain '_', so the split is unambiguous. IDs that do not
-    split into two valid user IDs carry no member names and return None.
+    User IDs cannot contain '_', so the split is unambiguous. The OpenIM
+    convention sorts the two IDs, so `si_bob_alice` is rejected in favour
+    of `si_alice_bob`: one chat must not have two IDs.
     """
-    members = conversation_id[3:].split("_")
-    if len(members) != 2 or not all(USER_ID_PATTERN.fullmatch(m) for m in members):
-        return None
+    prefix, members = conversation_id[:3], conversation_id[3:].split("_")
+    if len(members) != 2 or not all(
+        USER_ID_PATTERN.fullmatch(m) and m not in DOT_SEGMENTS for m in members
+    ):
+        raise InvalidConversationIdError(
+            conversation_id, f"an ID starting with {prefix!r} must name two user IDs"
+        )
     first, second = members
+    if first > second:
+        raise InvalidConversationIdError(
+            conversation_id,
+            f"the two user IDs must be sorted, as in {prefix}{second}_{first}",
+        )
+    return first, second
+
+
+def peer_from_pair_id(owner_id: str, conversation_id: str) -> str:
+    """Return the member of an `si_`/`sn_` ID other than the owner."""
+    first, second = members_of_pair_id(conversation_id)
     if owner_id == first:
         return second
     if owner_id == second:
         return first
-    raise NotAMemberError(owner_id, conversation_id)
+    raise NotAMemberError(owner_id, conversation_id, (first, second))
 
 
 @dataclass(frozen=True, slots=True)

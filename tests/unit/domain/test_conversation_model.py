@@ -77,13 +77,19 @@ def _random_step(
 ) -> int:
     action = rng.random()
     if action < 0.45:
-        batch = []
+        batch: list[ReceivedMessage] = []
         for _ in range(rng.randint(1, 4)):
             # Mostly new seqs, sometimes a gap, sometimes a repeat.
             seq = max(1, next_seq + rng.choice([0, 0, 0, 1, -3]))
             next_seq = max(next_seq, seq + 1)
             sender = rng.choice([OWNER, *OTHERS, *OTHERS, *OTHERS])
             counts = rng.random() > 0.1
+            # A repeated seq is the same message again, from the same sender.
+            same = [m for m in batch if m.seq == seq]
+            if same:
+                sender = same[0].sender_id
+            elif seq in model.messages:
+                sender = model.messages[seq][0]
             batch.append(ReceivedMessage(seq, sender, SENT_AT, None, counts))
         conversation.pull(batch)
         model.pull(batch)

@@ -9,13 +9,14 @@ import pytest
 from domain.conversation import Conversation
 from domain.errors import (
     ClientMessageIdConflictError,
-    ConversationKindMismatchError,
+    ConversationKindContradictsIdError,
     ConversationKindRequiredError,
     InvalidConversationIdError,
     InvalidSeqError,
     InvalidUserIdError,
     NotAMemberError,
     SeqAboveMaxSeqError,
+    SeqConflictError,
     UnknownClientMessageIdError,
 )
 from domain.values import MAX_SEQ, ConversationKind, ReadCause, ReceivedMessage
@@ -436,7 +437,7 @@ def test_pull_reports_new_and_known_seqs() -> None:
         pytest.param("B", "si_A_B", None, "single", "A", id="single-prefix"),
         pytest.param("A", "si_A_B", None, "single", "B", id="single-prefix-other"),
         pytest.param("B", "sg_team", None, "group", None, id="group-prefix"),
-        pytest.param("B", "sn_sys_B", None, "notification", "sys", id="notification"),
+        pytest.param("B", "sn_B_sys", None, "notification", "sys", id="notification"),
         pytest.param(
             "B", "chat-1", ConversationKind.SINGLE, "single", None, id="explicit"
         ),
@@ -466,15 +467,41 @@ def test_kind_and_peer_from_id(
             "si_A_B",
             ConversationKind.GROUP,
             None,
-            ConversationKindMismatchError,
+            ConversationKindContradictsIdError,
             id="kind-contradicts-prefix",
         ),
         pytest.param("C", "si_A_B", None, None, NotAMemberError, id="not-a-member"),
         pytest.param(
-            "B", "si_A_B", None, "C", ConversationKindMismatchError, id="wrong-peer"
+            "B",
+            "si_A_B",
+            None,
+            "C",
+            ConversationKindContradictsIdError,
+            id="wrong-peer",
         ),
         pytest.param(
-            "B", "sg_x", None, "C", ConversationKindMismatchError, id="group-peer"
+            "B", "sg_x", None, "C", ConversationKindContradictsIdError, id="group-peer"
+        ),
+        pytest.param(
+            "A", "si_B_A", None, None, InvalidConversationIdError, id="unsorted-pair"
+        ),
+        pytest.param(
+            "A", "si_A", None, None, InvalidConversationIdError, id="one-member"
+        ),
+        pytest.param(
+            "A", "si_A_", None, None, InvalidConversationIdError, id="empty-member"
+        ),
+        pytest.param(
+            "A", "si_A_B_C", None, None, InvalidConversationIdError, id="three-members"
+        ),
+        pytest.param("..", "sg_x", None, None, InvalidUserIdError, id="dot-dot-user"),
+        pytest.param(
+            "A",
+            "..",
+            ConversationKind.GROUP,
+            None,
+            InvalidConversationIdError,
+            id="dot-dot-conversation",
         ),
         pytest.param(
             "B", "a/b", None, None, InvalidConversationIdError, id="slash-in-id"
@@ -500,6 +527,52 @@ def test_invalid_start_rejected(
 ) -> None:
     with pytest.raises(error_type):
         Conversation.start(owner, conversation_id, kind, peer)
+
+
+def test_sender_outside_single_chat_rejected() -> None:
+    conversation = Conversation.start("B", "si_A_B")
+
+    with pytest.raises(NotAMemberError) as raised:
+        conversation.pull(messages("mallory", 1))
+
+    assert raised.value.user_id == "mallory"
+    assert raised.value.members == ["B", "A"]
+    assert conversation.collect_events()[1:] == []
+
+
+@pytest.mark.parametrize(
+    ("redelivered", "field"),
+    [
+        pytest.param(ReceivedMessage(2, "C", SENT_AT), "sender_id", id="other-sender"),
+        pytest.param(
+            ReceivedMessage(2, "A", SENT_AT, client_msg_id="other"),
+            "client_msg_id",
+            id="other-client-id",
+        ),
+    ],
+)
+def test_known_seq_with_other_content_rejected(
+    redelivered: ReceivedMessage, field: str
+) -> None:
+    conversation = Conversation.start("B", "sg_x")
+    conversation.pull(messages("A", 1, 2))
+    conversation.collect_events()
+
+    with pytest.raises(SeqConflictError) as raised:
+        conversation.pull([redelivered])
+
+    assert raised.value.seq == 2
+    assert raised.value.field == field
+    assert conversation.collect_events() == []
+
+
+def test_redelivery_without_client_id_is_known() -> None:
+    conversation = Conversation.start("B", "sg_x")
+    conversation.pull(messages("A", 1, 2))
+
+    outcome = conversation.pull([ReceivedMessage(2, "A", SENT_AT)])
+
+    assert outcome.known_seqs == [2]
 
 
 def test_max_seq_is_accepted() -> None:
