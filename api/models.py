@@ -331,6 +331,9 @@ class HistoryResponse(BaseModel):
     user_id: str
     conversation_id: str
     entries: list[HistoryEntryPublic]
+    next_after_version: int | None = Field(
+        description="Pass as after_version for the next page; null on the last page."
+    )
 
 
 class ProjectionStatusPublic(BaseModel):

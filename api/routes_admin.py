@@ -18,6 +18,9 @@ from domain.values import MAX_SEQ
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
+DEFAULT_HISTORY_PAGE = 500
+MAX_HISTORY_PAGE = 1000
+
 
 @router.get(
     "/users/{user_id}/conversations/{conversation_id}/history",
@@ -27,6 +30,13 @@ def conversation_history(
     user_id: UserIdPath,
     conversation_id: ConversationIdPath,
     service: ServiceDep,
+    after_version: Annotated[
+        int,
+        Query(ge=0, le=MAX_SEQ, description="Start after this version (paging)."),
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Events per page.")
+    ] = DEFAULT_HISTORY_PAGE,
     until_version: Annotated[
         int | None,
         Query(ge=1, le=MAX_SEQ, description="Stop after this aggregate version."),
@@ -40,12 +50,18 @@ def conversation_history(
     if until_time is not None and until_time.tzinfo is None:
         until_time = until_time.replace(tzinfo=UTC)
     entries = service.app.history(
-        user_id, conversation_id, until_version=until_version, until_time=until_time
+        user_id,
+        conversation_id,
+        after_version=after_version,
+        limit=limit,
+        until_version=until_version,
+        until_time=until_time,
     )
     return HistoryResponse(
         user_id=user_id,
         conversation_id=conversation_id,
         entries=[HistoryEntryPublic.of(entry) for entry in entries],
+        next_after_version=entries[-1].version if len(entries) == limit else None,
     )
 
 

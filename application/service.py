@@ -218,14 +218,31 @@ class ReadStateApp(Application[UUID]):
         owner_id: str,
         conversation_id: str,
         *,
+        after_version: int = 0,
+        limit: int | None = None,
         until_version: int | None = None,
         until_time: datetime | None = None,
     ) -> list[HistoryEntry]:
-        """Replay a conversation's events, with the state after each one."""
+        """Replay a conversation's events, with the state after each one.
+
+        `after_version` and `limit` page through long histories; the state at
+        `after_version` is loaded with the help of snapshots.
+        """
         aggregate_id = self._aggregate_id(owner_id, conversation_id)
+        if aggregate_id not in self.repository:
+            raise ConversationNotFoundError(owner_id, conversation_id)
         entries: list[HistoryEntry] = []
         conversation: Conversation | None = None
-        events: Iterator[Any] = iter(self.events.get(aggregate_id, lte=until_version))
+        if after_version > 0:
+            try:
+                conversation = self.repository.get(aggregate_id, version=after_version)
+            except AggregateNotFoundError:
+                return entries
+        events: Iterator[Any] = iter(
+            self.events.get(
+                aggregate_id, gt=after_version or None, lte=until_version, limit=limit
+            )
+        )
         for event in events:
             if until_time is not None and event.timestamp > until_time:
                 break
@@ -240,8 +257,6 @@ class ReadStateApp(Application[UUID]):
                     state=ConversationState.of(conversation),
                 )
             )
-        if not entries and aggregate_id not in self.repository:
-            raise ConversationNotFoundError(owner_id, conversation_id)
         return entries
 
     def head_position(self) -> int:

@@ -319,3 +319,23 @@ def test_reset_elsewhere_never_serves_stale_page(
 
     assert page.position >= result.position
     assert page.totals.total_unread == 3
+
+
+def test_history_pages_match_full_replay(service: Service) -> None:
+    app = service.app
+    for seq in range(1, 8):
+        app.record_messages("B", "sg_long", received("A", seq))
+        app.mark_seqs_read("B", "sg_long", [seq])
+    full = app.history("B", "sg_long")
+
+    pages = []
+    after = 0
+    while True:
+        page = app.history("B", "sg_long", after_version=after, limit=4)
+        if not page:
+            break
+        pages.extend(page)
+        after = page[-1].version
+
+    assert len(full) == 15
+    assert pages == full
