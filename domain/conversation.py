@@ -136,14 +136,17 @@ class Conversation(Aggregate):
     class HasReadSeqSet(Event):
         """The read position moved forward from `previous_has_read_seq`.
 
+        `seqs` are the ranges this move newly read: the seqs above the previous
+        position up to the new one, except those read individually before.
         `senders` maps each other sender to the ranges of their known messages
-        that this move read (messages read individually before are left out).
+        among them.
         """
 
         TOPIC = "readseq.Conversation.HasReadSeqSet"
         previous_has_read_seq: int
         has_read_seq: int
         cause: str
+        seqs: list[list[int]]
         senders: dict[str, list[list[int]]]
         unread_count: int
 
@@ -467,9 +470,23 @@ class Conversation(Aggregate):
             previous_has_read_seq=self.has_read_seq,
             has_read_seq=position,
             cause=cause.value,
+            seqs=self._ranges_not_read_before(position),
             senders={sender: to_ranges(s) for sender, s in senders.items()},
             unread_count=self.unread_count - no_longer_unread,
         )
+
+    def _ranges_not_read_before(self, position: int) -> list[list[int]]:
+        # The gaps between individually read seqs, so the work is bounded by
+        # their number and never by the width of the range.
+        ranges: list[list[int]] = []
+        start = self.has_read_seq + 1
+        for seq in sorted(s for s in self._read_above if s <= position):
+            if seq > start:
+                ranges.append([start, seq - 1])
+            start = seq + 1
+        if start <= position:
+            ranges.append([start, position])
+        return ranges
 
     # ---- state changes (apply code: assign only, never validate) ----------
 

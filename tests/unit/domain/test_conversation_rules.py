@@ -272,6 +272,32 @@ def test_set_position_skips_already_read_in_senders() -> None:
     (event,) = conversation.collect_events()
     assert isinstance(event, Conversation.HasReadSeqSet)
     assert event.senders == {"A": [[1, 2], [4, 6]]}
+    assert event.seqs == [[1, 2], [4, 6]]
+
+
+def test_position_event_lists_newly_read_ranges() -> None:
+    conversation = bob_with_unread(10, 2)
+    conversation.mark_seqs_read([4, 6, 7, 9])
+    conversation.collect_events()
+
+    conversation.set_has_read_seq(8, ReadCause.SET)
+
+    (event,) = conversation.collect_events()
+    assert isinstance(event, Conversation.HasReadSeqSet)
+    assert event.has_read_seq == 9
+    assert event.seqs == [[3, 3], [5, 5], [8, 8]]
+    assert event.senders == {"A": [[3, 3], [5, 5], [8, 8]]}
+
+
+def test_huge_position_event_stays_small() -> None:
+    conversation = Conversation.start("B", "sg_x")
+    conversation.pull(messages("A", 10**18))
+
+    conversation.set_has_read_seq(10**18, ReadCause.SET)
+
+    read = conversation.collect_events()[-1]
+    assert isinstance(read, Conversation.HasReadSeqSet)
+    assert read.seqs == [[1, 10**18]]
 
 
 # ---- rule 5: receiving one's own message reads up to it --------------------
