@@ -110,6 +110,13 @@ class RecordMessagesRequest(BaseModel):
         None,
         description="The other member of a single chat, if the ID does not name it.",
     )
+    min_seq: Seq | None = Field(
+        None,
+        description=(
+            "Lowest seq this user may see, for a member who joins a group later; "
+            "set with the first message, default 1."
+        ),
+    )
 
 
 class FanOutRequest(BaseModel):

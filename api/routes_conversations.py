@@ -79,6 +79,7 @@ def record_messages(
         [_received(m) for m in body.messages],
         kind=body.kind,
         peer_user_id=body.peer_user_id,
+        min_seq=body.min_seq,
     )
     return RecordMessagesResponse.of(result)
 

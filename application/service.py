@@ -84,14 +84,21 @@ class ReadStateApp(Application[UUID]):
         *,
         kind: ConversationKind | None = None,
         peer_user_id: str | None = None,
+        min_seq: int | None = None,
     ) -> PullResult:
-        """Record messages the owner received, starting the conversation if new."""
+        """Record messages the owner received, starting the conversation if new.
+
+        `min_seq` hides the history below it from a new member; it is fixed
+        when the conversation starts.
+        """
 
         def start() -> Conversation:
-            return Conversation.start(owner_id, conversation_id, kind, peer_user_id)
+            return Conversation.start(
+                owner_id, conversation_id, kind, peer_user_id, min_seq or 1
+            )
 
         def pull(conversation: Conversation) -> PullOutcome:
-            conversation.check_matches(kind, peer_user_id)
+            conversation.check_matches(kind, peer_user_id, min_seq)
             return conversation.pull(messages)
 
         conversation, outcome, position = self._execute(

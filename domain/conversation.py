@@ -229,9 +229,12 @@ class Conversation(Aggregate):
         )
 
     def check_matches(
-        self, kind: ConversationKind | None, peer_user_id: str | None
+        self,
+        kind: ConversationKind | None,
+        peer_user_id: str | None,
+        min_seq: int | None = None,
     ) -> None:
-        """Raise `ConversationKindMismatchError` if kind or peer differ from ours."""
+        """Raise `ConversationKindMismatchError` if a given start fact differs."""
         if kind is not None and kind != self.kind:
             raise ConversationKindMismatchError(
                 self.conversation_id, "kind", self.kind.value, kind.value
@@ -239,6 +242,10 @@ class Conversation(Aggregate):
         if peer_user_id is not None and peer_user_id != self.peer_user_id:
             raise ConversationKindMismatchError(
                 self.conversation_id, "peer_user_id", self.peer_user_id, peer_user_id
+            )
+        if min_seq is not None and min_seq != self.min_seq:
+            raise ConversationKindMismatchError(
+                self.conversation_id, "min_seq", str(self.min_seq), str(min_seq)
             )
 
     def pull(self, messages: Sequence[ReceivedMessage]) -> PullOutcome:

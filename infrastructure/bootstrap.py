@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.projections import ReadModels
+from application.receipts import ReceiptQueries, ReceiptsProjection
 from application.service import ReadStateApp
 from application.unread import UnreadCountsProjection, UnreadQueries
 from infrastructure.event_store import event_store_env, prepare_database
 from infrastructure.pg_listener import EventNotificationListener
+from infrastructure.receipts_view import ReceiptsSqlView
 from infrastructure.settings import Settings
 from infrastructure.unread_view import UnreadCountsSqlView
 
@@ -30,6 +32,8 @@ class Service:
     unread_view: UnreadCountsSqlView
     read_models: ReadModels
     unread: UnreadQueries
+    receipts_view: ReceiptsSqlView
+    receipts: ReceiptQueries
     listener: EventNotificationListener | None = field(default=None)
 
     @property
@@ -70,7 +74,18 @@ def build_service(settings: Settings) -> Service:
     )
     datastore = app.factory.datastore  # type: ignore[attr-defined]
     unread_view = UnreadCountsSqlView(datastore)
-    read_models = ReadModels(app, [UnreadCountsProjection(unread_view)])
+    receipts_view = ReceiptsSqlView(datastore)
+    read_models = ReadModels(
+        app,
+        [UnreadCountsProjection(unread_view), ReceiptsProjection(receipts_view)],
+    )
     logger.info("opened %s", database.display_name())
-    unread = UnreadQueries(unread_view, read_models)
-    return Service(settings, app, unread_view, read_models, unread)
+    return Service(
+        settings=settings,
+        app=app,
+        unread_view=unread_view,
+        read_models=read_models,
+        unread=UnreadQueries(unread_view, read_models),
+        receipts_view=receipts_view,
+        receipts=ReceiptQueries(receipts_view, read_models),
+    )

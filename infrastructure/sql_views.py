@@ -138,7 +138,7 @@ class PostgresDialect(Dialect):
 
     def _identifier(self, slot: str, name: str) -> sql.Identifier:
         # An index always lives in its table's schema and takes no qualifier.
-        if slot == "index":
+        if slot.endswith("index"):
             return sql.Identifier(name)
         return sql.Identifier(self.schema, name)
 
