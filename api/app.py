@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import routes_admin, routes_conversations, routes_users
+from api import routes_admin, routes_conversations, routes_receipts, routes_users
 from api.dependencies import ServiceDep, problem_responses
 from api.problems import PROBLEM_TYPES, install_problem_handlers, problem_response
 from infrastructure.bootstrap import Service, build_service
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestBodyGuard, max_bytes=MAX_BODY_BYTES)
     app.include_router(routes_conversations.router)
     app.include_router(routes_users.router)
+    app.include_router(routes_receipts.router)
     app.include_router(routes_admin.router)
 
     @app.get("/health", tags=["service"])

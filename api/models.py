@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from application.receipts import GroupReader, ReadersPage, Receipt
 from application.results import (
     CommandResult,
     ConversationState,
@@ -369,3 +370,88 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str
     instance: str | None = None
+
+
+class ReceiptPublic(BaseModel):
+    """One notification of a user's receipt feed."""
+
+    id: str = Field(description="Notification ID, derived from the causing event.")
+    position: int = Field(
+        description="Log position of the causing event; the feed's cursor."
+    )
+    kind: str = Field(description="read_state, peer_read or group_read.")
+    conversation_id: str
+    reader_id: str
+    created_at: datetime
+    data: dict[str, Any] = Field(
+        description=(
+            "read_state: has_read_seq, read_seqs (ranges), unread_count; "
+            "peer_read: seqs (ranges of the recipient's messages); "
+            "group_read: messages (seq and read_count after this read)."
+        )
+    )
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> ReceiptPublic:
+        """Convert a feed row."""
+        return cls(
+            id=str(receipt.notification_id),
+            position=receipt.position,
+            kind=receipt.kind,
+            conversation_id=receipt.conversation_id,
+            reader_id=receipt.reader_id,
+            created_at=receipt.created_at,
+            data=receipt.payload,
+        )
+
+
+class FeedResponse(BaseModel):
+    """A page of a user's receipt feed."""
+
+    user_id: str
+    receipts: list[ReceiptPublic]
+    next_after: int | None = Field(
+        description="Pass as after for the next page; null when the page is the last."
+    )
+    position: int = Field(description="Log position the feed had processed.")
+
+
+class ReaderPublic(BaseModel):
+    """A member who read a group message, and when."""
+
+    user_id: str
+    read_at: datetime
+
+    @classmethod
+    def of(cls, reader: GroupReader) -> ReaderPublic:
+        """Convert a readers row."""
+        return cls(user_id=reader.reader_id, read_at=reader.read_at)
+
+
+class ReadersResponse(BaseModel):
+    """Read receipts of one group message."""
+
+    conversation_id: str
+    seq: int
+    sender_id: str
+    read_count: int
+    readers: list[ReaderPublic]
+    next_readers_after: str | None
+    not_read_by: list[str] = Field(
+        description="Members who could see the message and have not read it."
+    )
+    next_not_read_after: str | None
+
+    @classmethod
+    def of(cls, page: ReadersPage) -> ReadersResponse:
+        """Convert an application page."""
+        return cls(
+            conversation_id=page.message.conversation_id,
+            seq=page.message.seq,
+            sender_id=page.message.sender_id,
+            read_count=page.message.read_count,
+            readers=[ReaderPublic.of(r) for r in page.readers],
+            next_readers_after=page.next_readers_after,
+            not_read_by=page.not_read_by,
+            next_not_read_after=page.next_not_read_after,
+        )

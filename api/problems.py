@@ -19,6 +19,7 @@ from application.errors import (
     ReadModelTimeoutError,
     UnknownProjectionError,
 )
+from application.receipts import GroupMessageNotFoundError
 from domain.errors import (
     ClientMessageIdConflictError,
     ConversationKindContradictsIdError,
@@ -137,6 +138,12 @@ PROBLEM_TYPES = {
             "No message was ever recorded for this user in this conversation.",
         ),
         ProblemType("not-found", 404, "Not found", "No resource at this URL."),
+        ProblemType(
+            "group-message-not-found",
+            404,
+            "Group message not found",
+            "No message with this seq was recorded in this group conversation.",
+        ),
         ProblemType(
             "projection-not-found", 404, "Projection not found", "Unknown projection."
         ),
@@ -273,6 +280,11 @@ _ERROR_TYPES: list[tuple[type[Exception], str, dict[str, str]]] = [
         UnknownProjectionError,
         "projection-not-found",
         {"name": "name", "known": "known"},
+    ),
+    (
+        GroupMessageNotFoundError,
+        "group-message-not-found",
+        {"conversation_id": "conversation_id", "seq": "seq"},
     ),
     (
         ReadModelTimeoutError,

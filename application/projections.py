@@ -319,9 +319,18 @@ class ReadModels:
             worker.rewind()
 
     async def wait_for_async(
-        self, name: str, min_position: int, timeout: float
+        self,
+        name: str,
+        min_position: int,
+        timeout: float,
+        *,
+        max_interval: float = 0.02,
     ) -> None:
-        """Wait like `wait_for`, but without holding a thread while waiting."""
+        """Wait like `wait_for`, but without holding a thread while waiting.
+
+        Polls the local worker's position, or the stored one, at intervals
+        that grow from 1 ms to `max_interval` seconds.
+        """
         projection = self.get(name)
         if min_position <= 0:
             return
@@ -341,7 +350,7 @@ class ReadModels:
             if worker is not None:
                 worker.wake()
             await anyio.sleep(min(interval, remaining))
-            interval = min(interval * 2, 0.02)
+            interval = min(interval * 2, max_interval)
 
     def rewind(self, name: str) -> None:
         """Make the local worker of a projection re-read its stored position."""

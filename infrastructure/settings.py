@@ -42,6 +42,15 @@ class Settings(BaseSettings):
         le=60,
         description="Longest time a query waits for min_position, in seconds.",
     )
+    stream_heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds between comment lines on an idle receipt stream, which keep "
+            "proxies from closing it and detect clients that went away."
+        ),
+    )
     projection_batch_size: int = Field(
         500, ge=1, le=10_000, description="Events per projection transaction."
     )

@@ -523,3 +523,35 @@ def test_unknown_route_names_path(client: TestClient) -> None:
 
     body = assert_problem(response, 404, "not-found")
     assert "/v1/users//conversations/x" in body["detail"]
+
+
+def test_feed_and_readers_over_http(client: TestClient) -> None:
+    for seq, sender in ((1, "A"), (2, "B")):
+        response = client.post(
+            "/v1/conversations/sg_team/messages",
+            json={"message": message(seq, sender), "recipients": ["A", "B", "C"]},
+        )
+        assert response.status_code == 200, response.text
+    read = client.put(url("C", "sg_team", "/has-read-seq"), json={"has_read_seq": 2})
+    position = read.json()["position"]
+
+    feed = client.get("/v1/users/A/receipts", params={"min_position": position}).json()
+    paged = client.get(
+        "/v1/users/A/receipts", params={"limit": 1, "min_position": position}
+    ).json()
+    readers = client.get(
+        "/v1/conversations/sg_team/messages/1/readers",
+        params={"min_position": position},
+    ).json()
+    missing = client.get("/v1/conversations/sg_team/messages/9/readers")
+
+    kinds = [r["kind"] for r in feed["receipts"]]
+    assert kinds == ["read_state", "group_read", "group_read"]
+    # B's reply read message 1 before C read it.
+    assert [r["reader_id"] for r in feed["receipts"]] == ["A", "B", "C"]
+    assert feed["receipts"][2]["data"] == {"messages": [{"seq": 1, "read_count": 2}]}
+    assert paged["next_after"] == feed["receipts"][0]["position"]
+    assert readers["read_count"] == 2
+    assert [r["user_id"] for r in readers["readers"]] == ["B", "C"]
+    assert readers["not_read_by"] == []
+    assert_problem(missing, 404, "group-message-not-found")
