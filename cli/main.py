@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +21,18 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.models import HistoryEntryPublic
-from application.importing import ImportStats, import_conversations
+from application.importing import (
+    ImportedConversation,
+    ImportStats,
+    import_conversations,
+)
 from application.projections import ProjectionWorker
 from cli.output import print_table, to_json
 from domain.values import MAX_SEQ
 from infrastructure.bootstrap import Service, build_service
 from infrastructure.chitchat import chitchat_conversations, load_chitchat
 from infrastructure.event_store import prepare_database
+from infrastructure.irc import find_logs, read_logs
 from infrastructure.settings import Settings
 
 logger = logging.getLogger("readseq")
@@ -111,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     chitchat.add_argument("--json", action="store_true", help="print JSON")
     chitchat.set_defaults(command=_import_chitchat)
+    irc = sources.add_parser(
+        "irc",
+        help="IRC logs: one group conversation per file, members are the posters",
+    )
+    irc.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="log files, or folders searched for *.raw.txt and *.ascii.txt",
+    )
+    irc.add_argument("--json", action="store_true", help="print JSON")
+    irc.set_defaults(command=_import_irc)
 
     projections = commands.add_parser("projections", help="manage read models")
     actions = projections.add_subparsers(metavar="ACTION", required=True)
@@ -219,13 +236,29 @@ def _import_chitchat(args: argparse.Namespace) -> int:
     print(f"reading {path}", file=sys.stderr)
     data = load_chitchat(path)
     total = min(len(data), args.limit) if args.limit else len(data)
+    return _import(args, chitchat_conversations(data, args.limit), total, started)
 
+
+def _import_irc(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    logs = find_logs(args.paths)
+    if not logs:
+        msg = "no IRC logs found: pass *.raw.txt or *.ascii.txt files or their folders"
+        raise FileNotFoundError(msg)
+    print(f"reading {len(logs)} IRC logs", file=sys.stderr)
+    return _import(args, read_logs(logs), len(logs), started)
+
+
+def _import(
+    args: argparse.Namespace,
+    conversations: Iterable[ImportedConversation],
+    total: int,
+    started: float,
+) -> int:
     service = build_service(args.settings)
     try:
         stats = import_conversations(
-            service.app,
-            chitchat_conversations(data, args.limit),
-            progress=_ImportProgress(total, sys.stderr),
+            service.app, conversations, progress=_ImportProgress(total, sys.stderr)
         )
         _catch_up(service, sys.stderr)
         summary = service.unread_view.summary()

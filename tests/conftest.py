@@ -104,16 +104,24 @@ def data_dir() -> Path | None:
 
 
 @pytest.fixture
-def chitchat_path() -> Path:
-    """Path of the BYU Chit-Chat data set; skips, or fails in CI, when absent."""
+def data_folder() -> Path:
+    """Folder of the public data sets; skips, or fails in CI, when absent."""
     folder = data_dir()
-    path = folder / "chitchat-dataset" / "dataset.json.gz" if folder else None
-    if path is None or not path.is_file():
+    if folder is None:
         message = (
-            f"Chit-Chat data set not found: set {DATA_DIR_VARIABLE} to the folder "
-            "that contains chitchat-dataset/dataset.json.gz"
+            f"data sets not found: set {DATA_DIR_VARIABLE} to the folder that "
+            "contains chitchat-dataset/ and irc-disentanglement/"
         )
         if os.environ.get(REQUIRE_DATA_VARIABLE):
             pytest.fail(message)
         pytest.skip(message)
+    return folder
+
+
+@pytest.fixture
+def chitchat_path(data_folder: Path) -> Path:
+    """Path of the BYU Chit-Chat data set."""
+    path = data_folder / "chitchat-dataset" / "dataset.json.gz"
+    if not path.is_file():
+        pytest.fail(f"Chit-Chat data set {path} not found in {data_folder}")
     return path
