@@ -2,12 +2,14 @@
 
 Two line formats are read, as in the IRC conversation-disentanglement corpus:
 `[HH:MM] <nick> text` (Ubuntu logs, whose file name `YYYY-MM-DD_HH.raw.txt`
-gives the date) and `channel YYYY-MM-DD [HH:MM:SS] <nick> text`. Every other
+gives the date) and `channel YYYY-MM-DD [HH:MM:SS] <nick> text`, where the
+seconds may be missing. Every other
 line (joins, parts, nick changes, actions) is a system line and is skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -23,12 +25,14 @@ from domain.values import (
     check_user_id,
 )
 
+logger = logging.getLogger(__name__)
+
 LOG_SUFFIXES = (".raw.txt", ".ascii.txt")
 CONVERSATION_ID_PREFIX = "sg_irc."
 
 _UBUNTU_LINE = re.compile(r"\[(\d{2}):(\d{2})\] <([^>\s]+)>")
 _DATED_LINE = re.compile(
-    r"\S+ (\d{4}-\d{2}-\d{2}) \[(\d{2}):(\d{2}):(\d{2})\] <([^>\s]+)>"
+    r"\S+ (\d{4}-\d{2}-\d{2}) \[(\d{2}):(\d{2})(?::(\d{2}))?\] <([^>\s]+)>"
 )
 _FILE_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _ALLOWED_IN_USER_ID = re.compile(r"[A-Za-z0-9.\-@]")
@@ -123,16 +127,20 @@ def read_log(path: Path) -> ImportedConversation:
 
 
 def read_logs(paths: Iterable[Path]) -> Iterator[ImportedConversation]:
-    """Read each log file in turn."""
+    """Read each log file in turn, skipping logs without user messages."""
     for path in paths:
-        yield read_log(path)
+        log = read_log(path)
+        if log.message_count == 0:
+            logger.warning("no user messages in %s; skipped", path)
+            continue
+        yield log
 
 
 def _parse(line: str, day: date) -> tuple[datetime, str] | None:
     dated = _DATED_LINE.match(line)
     if dated:
         on, hour, minute, second, nick = dated.groups()
-        sent_at = datetime.fromisoformat(f"{on}T{hour}:{minute}:{second}+00:00")
+        sent_at = datetime.fromisoformat(f"{on}T{hour}:{minute}:{second or '00'}+00:00")
         return sent_at, nick
     ubuntu = _UBUNTU_LINE.match(line)
     if ubuntu:

@@ -17,7 +17,12 @@ import pytest
 
 from cli.main import main
 from infrastructure.bootstrap import build_service
-from infrastructure.irc import conversation_id_for, nick_to_user_id
+from infrastructure.irc import (
+    conversation_id_for,
+    nick_to_user_id,
+    read_log,
+    read_logs,
+)
 from infrastructure.settings import Settings
 
 LOG = Path("irc-disentanglement") / "ubuntu-dev" / "2005-06-27_12.raw.txt"
@@ -111,3 +116,33 @@ def test_read_counts_match_oracle(
 )
 def test_nick_mapping(nick: str, user_id: str) -> None:
     assert nick_to_user_id(nick) == user_id
+
+
+def test_log_line_formats(tmp_path: Path) -> None:
+    log = tmp_path / "meeting.0.ascii.txt"
+    log.write_text(
+        "chan 2010-11-08 [13:21:05] <ann> first\n"
+        "chan 2010-11-08 [13:22] <bo|> second, without seconds\n"
+        "=== carl has joined #chan\n"
+        "chan 2010-11-08 [13:23:00] <ann>\ttab after the nick\n",
+        encoding="utf-8",
+    )
+
+    imported = read_log(log)
+
+    assert imported.conversation_id == f"sg_irc.{tmp_path.name}.meeting.0"
+    assert imported.members == ["ann", "bo:7c"]
+    times = [d[0].sent_at.isoformat() for d in imported.deliveries]
+    assert times == [
+        "2010-11-08T13:21:05+00:00",
+        "2010-11-08T13:22:00+00:00",
+        "2010-11-08T13:23:00+00:00",
+    ]
+    assert [d[0].seq for d in imported.deliveries] == [1, 2, 3]
+
+
+def test_log_without_messages_is_skipped(tmp_path: Path) -> None:
+    empty = tmp_path / "quiet.raw.txt"
+    empty.write_text("=== ann has joined #chan\n", encoding="utf-8")
+
+    assert list(read_logs([empty])) == []
