@@ -6,7 +6,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
 
+from application.commit import GroupCommitter
 from application.errors import ConcurrencyConflictError, ConversationNotFoundError
 from application.results import (
     CommandResult,
@@ -59,6 +61,7 @@ class ReadStateApp(Application[UUID]):
 
     LOCK_STRIPES = 256
     MAX_ATTEMPTS = 12
+    MAX_CACHED_MESSAGES = 1000
     # Backoff before retry n is uniform in [0, min(cap, base * 2**n)] seconds.
     RETRY_BACKOFF_BASE = 0.002
     RETRY_BACKOFF_CAP = 0.1
@@ -68,11 +71,23 @@ class ReadStateApp(Application[UUID]):
         env: Mapping[str, str] | None = None,
         *,
         snapshot_interval: int = 100,
+        group_commit: bool = True,
+        aggregate_cache_size: int = 5000,
     ) -> None:
         super().__init__(env)
         self.snapshot_interval = snapshot_interval
         self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
         self._save_listeners: list[Callable[[int], None]] = []
+        self.aggregate_cache_size = aggregate_cache_size
+        self._cache: OrderedDict[UUID, Conversation] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.committer = GroupCommitter(self) if group_commit else None
+
+    def close(self) -> None:
+        """Commit queued events, stop the committer and close the database."""
+        if self.committer is not None:
+            self.committer.stop()
+        super().close()
 
     # ---- commands ----------------------------------------------------------
 
@@ -127,46 +142,36 @@ class ReadStateApp(Application[UUID]):
             conversation_aggregate_id(o, conversation_id) for o in owner_ids
         ]
 
-        with self._locked(aggregate_ids):
-            for attempt in range(1, self.MAX_ATTEMPTS + 1):
-                conversations: list[Conversation] = []
-                outcomes: list[PullOutcome] = []
-                for owner_id, aggregate_id in zip(
-                    owner_ids, aggregate_ids, strict=True
-                ):
-                    conversation = self._load(aggregate_id)
-                    if conversation is None:
-                        conversation = Conversation.start(
-                            owner_id, conversation_id, kind
-                        )
-                    else:
-                        conversation.check_matches(kind, None)
-                    outcomes.append(conversation.pull([message]))
-                    conversations.append(conversation)
-                try:
-                    position = self._save(conversations)
-                except IntegrityError:
-                    self._log_conflict(
-                        "fan-out", ",".join(owner_ids), conversation_id, attempt
+        def pull_all(
+            loaded: list[Conversation | None],
+        ) -> tuple[list[Conversation], list[PullOutcome]]:
+            conversations = []
+            for owner_id, existing in zip(owner_ids, loaded, strict=True):
+                if existing is None:
+                    conversations.append(
+                        Conversation.start(owner_id, conversation_id, kind)
                     )
-                    continue
-                head = position if position is not None else self.head_position()
-                results = [
-                    PullResult(
-                        state=ConversationState.of(conversation),
-                        position=head,
-                        changed=bool(outcome.new_seqs),
-                        new_seqs=outcome.new_seqs,
-                        known_seqs=outcome.known_seqs,
-                    )
-                    for conversation, outcome in zip(
-                        conversations, outcomes, strict=True
-                    )
-                ]
-                return FanOutResult(recipients=results, position=head)
-        raise ConcurrencyConflictError(
-            ",".join(owner_ids), conversation_id, self.MAX_ATTEMPTS
+                else:
+                    existing.check_matches(kind, None)
+                    conversations.append(existing)
+            outcomes = [c.pull([message]) for c in conversations]
+            return conversations, outcomes
+
+        conversations, outcomes, position = self._transact(
+            aggregate_ids, pull_all, ",".join(owner_ids), conversation_id
         )
+        head = position if position is not None else self.head_position()
+        results = [
+            PullResult(
+                state=ConversationState.of(conversation),
+                position=head,
+                changed=bool(outcome.new_seqs),
+                new_seqs=outcome.new_seqs,
+                known_seqs=outcome.known_seqs,
+            )
+            for conversation, outcome in zip(conversations, outcomes, strict=True)
+        ]
+        return FanOutResult(recipients=results, position=head)
 
     def mark_seqs_read(
         self, owner_id: str, conversation_id: str, seqs: Sequence[int]
@@ -308,21 +313,118 @@ class ReadStateApp(Application[UUID]):
     ) -> tuple[Conversation, T, int | None]:
         """Load, decide and save one aggregate, retrying on version conflicts."""
         aggregate_id = self._aggregate_id(owner_id, conversation_id)
-        with self._locked([aggregate_id]):
+
+        def decide_one(
+            loaded: list[Conversation | None],
+        ) -> tuple[list[Conversation], T]:
+            (conversation,) = loaded
+            if conversation is None:
+                if start is None:
+                    raise ConversationNotFoundError(owner_id, conversation_id)
+                conversation = start()
+            return [conversation], decide(conversation)
+
+        conversations, outcome, position = self._transact(
+            [aggregate_id], decide_one, owner_id, conversation_id
+        )
+        return conversations[0], outcome, position
+
+    def _transact(
+        self,
+        aggregate_ids: list[UUID],
+        decide: Callable[[list[Conversation | None]], tuple[list[Conversation], T]],
+        owner_ids: str,
+        conversation_id: str,
+    ) -> tuple[list[Conversation], T, int | None]:
+        """Run a command on some aggregates and commit its events atomically.
+
+        Aggregates come from the cache when possible. Any failure evicts them,
+        because a command may have changed them before failing. A conflict
+        with another process is retried with fresh loads.
+        """
+        with self._locked(aggregate_ids):
             for attempt in range(1, self.MAX_ATTEMPTS + 1):
-                conversation = self._load(aggregate_id)
-                if conversation is None:
-                    if start is None:
-                        raise ConversationNotFoundError(owner_id, conversation_id)
-                    conversation = start()
-                outcome = decide(conversation)
+                loaded = [self._load_for_command(a) for a in aggregate_ids]
                 try:
-                    position = self._save([conversation])
+                    conversations, outcome = decide([c for c, _ in loaded])
+                except BaseException:
+                    self._evict(aggregate_ids)
+                    raise
+                saved = {c.id: c.collect_events() for c in conversations}
+                events = [event for batch in saved.values() for event in batch]
+                if not events:
+                    if any(cached for _, cached in loaded) and self._cache_is_stale(
+                        [c for c, cached in loaded if cached and c is not None]
+                    ):
+                        self._evict(aggregate_ids)
+                        continue
+                    return conversations, outcome, None
+                try:
+                    position = self._commit(events)
                 except IntegrityError:
-                    self._log_conflict("command", owner_id, conversation_id, attempt)
+                    self._evict(aggregate_ids)
+                    self._log_conflict("command", owner_ids, conversation_id, attempt)
                     continue
-                return conversation, outcome, position
-        raise ConcurrencyConflictError(owner_id, conversation_id, self.MAX_ATTEMPTS)
+                except BaseException:
+                    self._evict(aggregate_ids)
+                    raise
+                for conversation in conversations:
+                    self._cache_put(conversation)
+                    self._snapshot_if_due(conversation, len(saved[conversation.id]))
+                return conversations, outcome, position
+        raise ConcurrencyConflictError(owner_ids, conversation_id, self.MAX_ATTEMPTS)
+
+    def _commit(self, events: Sequence[Any]) -> int:
+        if self.committer is not None:
+            return self.committer.commit(events)
+        recordings = self.save(*events)
+        return recordings[-1].notification.id
+
+    # ---- aggregate cache ---------------------------------------------------
+
+    def _load_for_command(self, aggregate_id: UUID) -> tuple[Conversation | None, bool]:
+        """Return the aggregate and whether it came from the cache.
+
+        The caller holds the aggregate's lock, so no other thread of this
+        process uses a cached aggregate at the same time. Writes by other
+        processes make a cached aggregate stale; its next save then fails
+        with a version conflict, which evicts it.
+        """
+        with self._cache_lock:
+            conversation = self._cache.get(aggregate_id)
+            if conversation is not None:
+                self._cache.move_to_end(aggregate_id)
+                return conversation, True
+        return self._load(aggregate_id), False
+
+    def _cache_put(self, conversation: Conversation) -> None:
+        # Conversations with many unread messages are large; they are loaded
+        # from the store each time instead of filling the cache.
+        if (
+            self.aggregate_cache_size <= 0
+            or conversation.known_message_count > self.MAX_CACHED_MESSAGES
+        ):
+            self._evict([conversation.id])
+            return
+        with self._cache_lock:
+            self._cache[conversation.id] = conversation
+            self._cache.move_to_end(conversation.id)
+            while len(self._cache) > self.aggregate_cache_size:
+                self._cache.popitem(last=False)
+
+    def _evict(self, aggregate_ids: Iterable[UUID]) -> None:
+        with self._cache_lock:
+            for aggregate_id in aggregate_ids:
+                self._cache.pop(aggregate_id, None)
+
+    def _cache_is_stale(self, conversations: Sequence[Conversation]) -> bool:
+        # A command that records nothing cannot detect a conflict, so check
+        # that no other process has recorded newer events before answering.
+        for conversation in conversations:
+            stored = self.recorder.select_events(conversation.id, desc=True, limit=1)
+            if stored and stored[0].originator_version != conversation.version:
+                return True
+        return False
 
     def _save(self, conversations: Sequence[Conversation]) -> int | None:
         """Save pending events in one transaction; return the last position."""

@@ -395,6 +395,11 @@ class Conversation(Aggregate):
         return sorted(self._read_above)
 
     @property
+    def known_message_count(self) -> int:
+        """Number of received messages kept in memory (those above the position)."""
+        return len(self._messages)
+
+    @property
     def unread_seqs(self) -> list[int]:
         """Seqs of the known messages that count as unread, sorted."""
         return sorted(

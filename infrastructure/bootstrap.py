@@ -70,7 +70,10 @@ def build_service(settings: Settings) -> Service:
     database = settings.database
     prepare_database(database)
     app = ReadStateApp(
-        event_store_env(settings), snapshot_interval=settings.snapshot_interval
+        event_store_env(settings),
+        snapshot_interval=settings.snapshot_interval,
+        group_commit=settings.group_commit,
+        aggregate_cache_size=settings.aggregate_cache_size,
     )
     datastore = app.factory.datastore  # type: ignore[attr-defined]
     unread_view = UnreadCountsSqlView(datastore)

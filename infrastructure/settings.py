@@ -57,11 +57,26 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(
         100, ge=2, description="Events between snapshots of one conversation."
     )
+    group_commit: bool = Field(
+        True,
+        description=(
+            "Save the events of concurrent commands in shared transactions; "
+            "a lone command is saved at once."
+        ),
+    )
+    aggregate_cache_size: int = Field(
+        5000,
+        ge=0,
+        description=(
+            "Conversations kept in memory between commands (0 turns the cache "
+            "off); ones with over 1,000 unread messages are never kept."
+        ),
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections kept open per process."
     )
     db_max_overflow: int = Field(
-        15, ge=0, description="Extra PostgreSQL connections opened under load."
+        35, ge=0, description="Extra PostgreSQL connections opened under load."
     )
     log_level: str = Field("INFO", description="Level of the standard logging module.")
 

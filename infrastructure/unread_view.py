@@ -81,6 +81,18 @@ SELECT_SUMMARY = (
     "(SELECT COUNT(*) FROM {conversations}) AS conversations, "
     "(SELECT COALESCE(SUM(total_unread), 0) FROM {totals}) AS total_unread"
 )
+# Read position, totals and one page in one statement, so PostgreSQL answers
+# from one snapshot in one round trip, without an explicit transaction.
+SELECT_PAGE_WITH_TOTALS = (
+    "SELECT p.position, t.total_unread, t.conversations_with_unread, "
+    "c.conversation_id, c.kind, c.max_seq, c.has_read_seq, c.unread_count, "
+    "c.updated_at FROM (SELECT position FROM {positions} WHERE name = {p}) AS p "
+    "LEFT JOIN {totals} AS t ON t.owner_id = {p} "
+    "LEFT JOIN LATERAL (SELECT conversation_id, kind, max_seq, has_read_seq, "
+    "unread_count, updated_at FROM {conversations} WHERE owner_id = {p} "
+    "AND conversation_id > {p} AND unread_count >= {p} "
+    "ORDER BY conversation_id LIMIT {p}) AS c ON TRUE"
+)
 DELETE_CONVERSATIONS = "DELETE FROM {conversations}"
 DELETE_TOTALS = "DELETE FROM {totals}"
 
@@ -97,6 +109,7 @@ class UnreadCountsSqlView(TrackedView):
         self._select_totals = self._sql(SELECT_TOTALS, **tables)
         self._select_page = self._sql(SELECT_PAGE, **tables)
         self._select_summary = self._sql(SELECT_SUMMARY, **tables)
+        self._select_page_with_totals = self._sql(SELECT_PAGE_WITH_TOTALS, **tables)
         self._deletes = [
             self._sql(DELETE_CONVERSATIONS, **tables),
             self._sql(DELETE_TOTALS, **tables),
@@ -137,6 +150,10 @@ class UnreadCountsSqlView(TrackedView):
     ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
         """Read totals, a page of rows by conversation ID and the position at once."""
         minimum_unread = 0 if include_read else 1
+        if isinstance(self.datastore, PostgresDatastore):
+            return self._snapshot_in_one_statement(
+                owner_id, after or "", limit, minimum_unread
+            )
         with self.snapshot_transaction() as cursor:
             cursor.execute(self._select_totals, (owner_id,))
             totals_row = cursor.fetchone()
@@ -167,6 +184,43 @@ class UnreadCountsSqlView(TrackedView):
         ]
         position = int(position_row["position"]) if position_row is not None else 0
         return totals, conversations, position
+
+    def _snapshot_in_one_statement(
+        self, owner_id: str, after: str, limit: int, minimum_unread: int
+    ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+        assert isinstance(self.datastore, PostgresDatastore)
+        params = (
+            self.projection_name,
+            owner_id,
+            owner_id,
+            after,
+            minimum_unread,
+            limit,
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(self._select_page_with_totals, params, prepare=True)
+            rows = cursor.fetchall()
+        if not rows:
+            return UnreadTotals(owner_id, 0, 0), [], 0
+        first = rows[0]
+        totals = UnreadTotals(
+            owner_id,
+            int(first["total_unread"] or 0),
+            int(first["conversations_with_unread"] or 0),
+        )
+        conversations = [
+            UnreadConversation(
+                conversation_id=row["conversation_id"],
+                kind=row["kind"],
+                max_seq=int(row["max_seq"]),
+                has_read_seq=int(row["has_read_seq"]),
+                unread_count=int(row["unread_count"]),
+                updated_at=row["updated_at"],
+            )
+            for row in rows
+            if row["conversation_id"] is not None
+        ]
+        return totals, conversations, int(first["position"])
 
     def summary(self) -> UnreadSummary:
         """Return counts over all owners."""
