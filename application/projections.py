@@ -70,21 +70,29 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class ProjectionWorker:
-    """Feeds one projection from the log, in a thread or on demand."""
+    """Feeds projections from the log, in a thread or on demand.
+
+    All projections of one worker share each batch read from the log, so the
+    events are fetched and decoded once. Each projection still keeps its own
+    position and transaction, and a failing projection does not hold back
+    the others.
+    """
 
     def __init__(
         self,
         app: ReadStateApp,
-        projection: Projection,
+        projections: Projection | Sequence[Projection],
         *,
         batch_size: int = 500,
         idle_poll_seconds: float = 1.0,
     ) -> None:
         self.app = app
-        self.projection = projection
+        if not isinstance(projections, Sequence):
+            projections = [projections]
+        self.projections = list(projections)
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
-        self._position = projection.position()
+        self._positions = {p.name: p.position() for p in self.projections}
         self._advanced = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -92,13 +100,17 @@ class ProjectionWorker:
 
     @property
     def name(self) -> str:
-        """Name of the projection this worker feeds."""
-        return self.projection.name
+        """Names of the projections this worker feeds."""
+        return ", ".join(p.name for p in self.projections)
 
     @property
     def position(self) -> int:
-        """Last position this worker has seen committed."""
-        return self._position
+        """Lowest position this worker has seen committed for its projections."""
+        return min(self._positions.values())
+
+    def position_of(self, name: str) -> int:
+        """Last position this worker has seen committed for one projection."""
+        return self._positions[name]
 
     def wake(self, _position: int | None = None) -> None:
         """Ask the worker thread to look for new events now."""
@@ -107,28 +119,37 @@ class ProjectionWorker:
     def _follow_external_reset(self) -> None:
         # A rebuild in another process sets the stored position back; only a
         # failed compare-and-set would reveal it, and that needs new events.
-        try:
-            stored = self.projection.position()
-        except Exception:
-            logger.exception("reading the position of projection %s failed", self.name)
-            return
-        if stored < self._position:
-            logger.info(
-                "projection %s was reset elsewhere to position %d, replaying from it",
-                self.name,
-                stored,
-            )
-            self._set_position(stored)
+        for projection in self.projections:
+            try:
+                stored = projection.position()
+            except Exception:
+                logger.exception(
+                    "reading the position of projection %s failed", projection.name
+                )
+                continue
+            if stored < self._positions[projection.name]:
+                logger.info(
+                    "projection %s was reset elsewhere to position %d, replaying",
+                    projection.name,
+                    stored,
+                )
+                self._set_position(projection.name, stored)
 
     def rewind(self) -> None:
-        """Continue from the stored position after a reset elsewhere."""
-        self._set_position(self.projection.position())
+        """Continue from the stored positions after a reset elsewhere."""
+        for projection in self.projections:
+            self._set_position(projection.name, projection.position())
         self._wake.set()
 
     def process_next_batch(self) -> int:
-        """Process at most one batch; return the number of events read."""
+        """Process at most one batch; return the number of events read.
+
+        Raises the first projection error after the other projections of the
+        batch have been processed.
+        """
+        start = self.position
         notifications = self.app.recorder.select_notifications(
-            start=self._position,
+            start=start,
             limit=self.batch_size,
             inclusive_of_start=False,
         )
@@ -139,24 +160,46 @@ class ProjectionWorker:
             for n in notifications
         ]
         new_position = notifications[-1].id
+        failure: Exception | None = None
+        for projection in self.projections:
+            try:
+                self._process(projection, batch, new_position)
+            except Exception as error:
+                failure = failure or error
+                logger.exception(
+                    "projection %s failed after position %d",
+                    projection.name,
+                    self._positions[projection.name],
+                )
+        if failure is not None:
+            raise failure
+        return len(batch)
+
+    def _process(
+        self, projection: Projection, batch: list[ProjectedEvent], new_position: int
+    ) -> None:
+        position = self._positions[projection.name]
+        if position >= new_position:
+            return
+        pending = [item for item in batch if item.position > position]
         try:
-            self.projection.process(batch, self._position, new_position)
+            projection.process(pending, position, new_position)
         except ProjectionPositionMovedError:
-            stored = self.projection.position()
+            stored = projection.position()
             logger.info(
                 "projection %s moved from %d to %d elsewhere; continuing from there",
-                self.name,
-                self._position,
+                projection.name,
+                position,
                 stored,
             )
-            self._set_position(stored)
-            return len(batch)
-        self._set_position(new_position)
-        return len(batch)
+            self._set_position(projection.name, stored)
+            return
+        self._set_position(projection.name, new_position)
 
     def catch_up(self, progress: ProgressCallback | None = None) -> int:
         """Process batches until the log head; return the events processed."""
-        self._set_position(self.projection.position())
+        for projection in self.projections:
+            self._set_position(projection.name, projection.position())
         processed = 0
         while not self._stop.is_set():
             count = self.process_next_batch()
@@ -164,19 +207,20 @@ class ProjectionWorker:
                 break
             processed += count
             if progress is not None:
-                progress(self._position, processed)
+                progress(self.position, processed)
         return processed
 
     def rebuild(self, progress: ProgressCallback | None = None) -> int:
-        """Clear the read model and replay the whole log into it."""
+        """Clear the read models and replay the whole log into them."""
         logger.info("rebuilding projection %s from position 0", self.name)
-        self.projection.reset()
-        self._set_position(0)
+        for projection in self.projections:
+            projection.reset()
+            self._set_position(projection.name, 0)
         return self.catch_up(progress)
 
     def run(self) -> None:
         """Follow the log until `stop()`, retrying failed batches with backoff."""
-        logger.info("projection %s started at position %d", self.name, self._position)
+        logger.info("projection %s started at position %d", self.name, self.position)
         failures = 0
         while not self._stop.is_set():
             try:
@@ -184,11 +228,9 @@ class ProjectionWorker:
             except Exception:
                 failures += 1
                 delay = min(0.1 * 2**failures, 30.0)
-                logger.exception(
-                    "projection %s failed after position %d (failure %d); "
-                    "retrying in %.1f s",
+                logger.warning(
+                    "projection %s failed (failure %d); retrying in %.1f s",
                     self.name,
-                    self._position,
                     failures,
                     delay,
                 )
@@ -199,7 +241,7 @@ class ProjectionWorker:
                 self._follow_external_reset()
                 self._wake.wait(self.idle_poll_seconds)
                 self._wake.clear()
-        logger.info("projection %s stopped at position %d", self.name, self._position)
+        logger.info("projection %s stopped at position %d", self.name, self.position)
 
     def start(self) -> None:
         """Run the worker in a daemon thread."""
@@ -217,11 +259,11 @@ class ProjectionWorker:
             self._thread.join(timeout)
             self._thread = None
 
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until this worker has processed `position`; return whether it did."""
+    def wait_for(self, position: int, timeout: float, name: str | None = None) -> bool:
+        """Wait until `position` is processed (by projection `name`, or by all)."""
         deadline = time.monotonic() + timeout
         with self._advanced:
-            while self._position < position:
+            while self._current(name) < position:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -229,9 +271,12 @@ class ProjectionWorker:
                 self._advanced.wait(remaining)
         return True
 
-    def _set_position(self, position: int) -> None:
+    def _current(self, name: str | None) -> int:
+        return self.position if name is None else self._positions[name]
+
+    def _set_position(self, name: str, position: int) -> None:
         with self._advanced:
-            self._position = position
+            self._positions[name] = position
             self._advanced.notify_all()
 
 
@@ -259,21 +304,21 @@ class ReadModels:
         return ProjectionWorker(self.app, self.get(name), **options)
 
     def start_workers(self, **options: Any) -> None:
-        """Start one worker thread per projection, woken after each local save."""
+        """Start one worker thread for all projections, woken after each save."""
+        worker = ProjectionWorker(self.app, list(self.projections.values()), **options)
+        self.app.add_save_listener(worker.wake)
+        worker.start()
         for name in self.projections:
-            worker = self.worker(name, **options)
-            self.app.add_save_listener(worker.wake)
-            worker.start()
             self.workers[name] = worker
 
     def wake_all(self, _position: int | None = None) -> None:
         """Wake every local worker, for example on a database notification."""
-        for worker in self.workers.values():
+        for worker in set(self.workers.values()):
             worker.wake()
 
     def stop_workers(self) -> None:
         """Stop every local worker thread."""
-        for worker in self.workers.values():
+        for worker in set(self.workers.values()):
             worker.stop()
         self.workers.clear()
 
@@ -287,9 +332,9 @@ class ReadModels:
             return
         worker = self.workers.get(name)
         if worker is not None:
-            if not worker.wait_for(min_position, timeout):
+            if not worker.wait_for(min_position, timeout, name):
                 raise ReadModelTimeoutError(
-                    name, min_position, worker.position, timeout
+                    name, min_position, worker.position_of(name), timeout
                 )
             return
 
@@ -339,7 +384,7 @@ class ReadModels:
         interval = 0.001
         while True:
             if worker is not None:
-                position = worker.position
+                position = worker.position_of(name)
             else:
                 position = await anyio.to_thread.run_sync(projection.position)
             if position >= min_position:

@@ -34,7 +34,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         # Seconds to wait for a pooled connection. The library retries a pool
         # timeout 10 times, so a small value keeps a failing request short.
         "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: it costs a round trip per checkout, and the library
+        # retries statements that fail on a broken connection.
     }
 
 
