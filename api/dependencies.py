@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from api.models import ProblemDetails
 from infrastructure.bootstrap import Service
@@ -41,6 +42,15 @@ MinPosition = Annotated[
         ),
     ),
 ]
+
+
+def json_response(model: BaseModel) -> Response:
+    """Serialise a response model once, in pydantic-core.
+
+    Routes return this with the model named in `response_model`, which keeps
+    the OpenAPI schema and skips FastAPI validating the model a second time.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

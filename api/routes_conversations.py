@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.dependencies import (
     ConversationIdPath,
     MinPosition,
     ServiceDep,
     UserIdPath,
+    json_response,
     problem_responses,
 )
 from api.models import (
@@ -61,19 +62,20 @@ def get_conversation(
 
 @router.post(
     CONVERSATION_PATH + "/messages",
+    response_model=RecordMessagesResponse,
     responses=problem_responses(409, 413, 422),
 )
-def record_messages(
+async def record_messages(
     user_id: UserIdPath,
     conversation_id: ConversationIdPath,
     body: RecordMessagesRequest,
     service: ServiceDep,
-) -> RecordMessagesResponse:
+) -> Response:
     """Record messages the user received; known seqs are reported, not re-recorded.
 
     The user's own messages also move the read position up to them.
     """
-    result = service.app.record_messages(
+    result = await service.app.record_messages_async(
         user_id,
         conversation_id,
         [_received(m) for m in body.messages],
@@ -81,81 +83,89 @@ def record_messages(
         peer_user_id=body.peer_user_id,
         min_seq=body.min_seq,
     )
-    return RecordMessagesResponse.of(result)
+    return json_response(RecordMessagesResponse.of(result))
 
 
 @router.post(
     "/conversations/{conversation_id}/messages",
+    response_model=FanOutResponse,
     responses=problem_responses(409, 413, 422),
 )
-def fan_out_message(
+async def fan_out_message(
     conversation_id: ConversationIdPath,
     body: FanOutRequest,
     service: ServiceDep,
-) -> FanOutResponse:
+) -> Response:
     """Record one message for every recipient in a single transaction."""
-    result = service.app.fan_out(
+    result = await service.app.fan_out_async(
         conversation_id, _received(body.message), body.recipients, kind=body.kind
     )
-    return FanOutResponse.of(result)
+    return json_response(FanOutResponse.of(result))
 
 
 @router.post(
     CONVERSATION_PATH + "/read-marks",
+    response_model=CommandResponse,
     responses=problem_responses(404, 409, 422),
 )
-def mark_read(
+async def mark_read(
     user_id: UserIdPath,
     conversation_id: ConversationIdPath,
     body: ReadMarksRequest,
     service: ServiceDep,
-) -> CommandResponse:
+) -> Response:
     """Mark individual messages read, by seq or by client message ID.
 
     Marking a seq never reads the unread seqs below it; the read position
     advances over a run of read seqs that closes the gap above it.
     """
     if body.seqs is not None:
-        result = service.app.mark_seqs_read(user_id, conversation_id, body.seqs)
+        result = await service.app.mark_seqs_read_async(
+            user_id, conversation_id, body.seqs
+        )
     else:
         assert body.client_msg_ids is not None
-        result = service.app.mark_client_msg_ids_read(
+        result = await service.app.mark_client_msg_ids_read_async(
             user_id, conversation_id, body.client_msg_ids
         )
-    return CommandResponse.of(result)
+    return json_response(CommandResponse.of(result))
 
 
 @router.put(
     CONVERSATION_PATH + "/has-read-seq",
+    response_model=CommandResponse,
     responses=problem_responses(404, 409, 422),
 )
-def set_has_read_seq(
+async def set_has_read_seq(
     user_id: UserIdPath,
     conversation_id: ConversationIdPath,
     body: HasReadSeqRequest,
     service: ServiceDep,
-) -> CommandResponse:
+) -> Response:
     """Move the read position forward; a lower or equal value changes nothing."""
-    result = service.app.set_has_read_seq(user_id, conversation_id, body.has_read_seq)
-    return CommandResponse.of(result)
+    result = await service.app.set_has_read_seq_async(
+        user_id, conversation_id, body.has_read_seq
+    )
+    return json_response(CommandResponse.of(result))
 
 
 @router.post(
     CONVERSATION_PATH + "/mark-read",
+    response_model=CommandResponse,
     responses=problem_responses(404, 409, 422),
 )
-def mark_conversation_read(
+async def mark_conversation_read(
     user_id: UserIdPath,
     conversation_id: ConversationIdPath,
     body: MarkReadRequest,
     service: ServiceDep,
-) -> CommandResponse:
+) -> Response:
     """Mark the conversation read up to the seq the client has shown.
 
     The seq is required: a bare "read all" would also read messages that
     arrive while the request is in flight.
     """
-    result = service.app.mark_conversation_read(
+    result = await service.app.mark_conversation_read_async(
         user_id, conversation_id, body.up_to_seq
     )
-    return CommandResponse.of(result)
+    return json_response(CommandResponse.of(result))

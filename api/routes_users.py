@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
-from api.dependencies import MinPosition, ServiceDep, UserIdPath, problem_responses
+from api.dependencies import (
+    MinPosition,
+    ServiceDep,
+    UserIdPath,
+    json_response,
+    problem_responses,
+)
 from api.models import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -20,6 +26,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
 
 @router.get(
     "/users/{user_id}/unread",
+    response_model=UnreadListResponse,
     responses=problem_responses(422, 503),
 )
 async def list_unread(
@@ -39,7 +46,7 @@ async def list_unread(
         bool, Query(description="Also list conversations with no unread message.")
     ] = False,
     min_position: MinPosition = 0,
-) -> UnreadListResponse:
+) -> Response:
     """Return the user's total unread and their conversations by conversation ID."""
     page = await service.unread.page(
         user_id,
@@ -49,11 +56,15 @@ async def list_unread(
         min_position=min_position,
         timeout=service.settings.max_wait_seconds,
     )
-    return UnreadListResponse(
-        user_id=user_id,
-        total_unread=page.totals.total_unread,
-        conversations_with_unread=page.totals.conversations_with_unread,
-        conversations=[UnreadConversationPublic.of(row) for row in page.conversations],
-        next_cursor=page.next_cursor,
-        position=page.position,
+    return json_response(
+        UnreadListResponse(
+            user_id=user_id,
+            total_unread=page.totals.total_unread,
+            conversations_with_unread=page.totals.conversations_with_unread,
+            conversations=[
+                UnreadConversationPublic.of(row) for row in page.conversations
+            ],
+            next_cursor=page.next_cursor,
+            position=page.position,
+        )
     )

@@ -12,9 +12,10 @@ conflicting or failing unit gets its own error and the others still commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,17 @@ class _Unit:
     done: threading.Event = field(default_factory=threading.Event)
     position: int | None = None
     error: BaseException | None = None
+    # Called in the committer thread once the unit is settled.
+    on_done: Callable[[_Unit], None] | None = None
+
+    def finish(
+        self, position: int | None = None, error: BaseException | None = None
+    ) -> None:
+        self.position = position
+        self.error = error
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 @dataclass
@@ -89,6 +101,22 @@ class GroupCommitter:
         assert unit.position is not None
         return unit.position
 
+    async def commit_async(self, events: Sequence[Any]) -> int:
+        """Save events like `commit`, awaiting the batch instead of blocking."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+
+        def settle(unit: _Unit) -> None:
+            loop.call_soon_threadsafe(_settle_future, future, unit)
+
+        unit = _Unit(events, on_done=settle)
+        with self._condition:
+            if self._stopping:
+                raise CommitterStoppedError("the committer is stopped")
+            self._queue.append(unit)
+            self._condition.notify()
+        return await future
+
     def start(self) -> None:
         """Run the committer thread."""
         self._stopping = False
@@ -132,8 +160,7 @@ class GroupCommitter:
             logger.exception("group commit of %d units failed", len(batch))
             for unit in batch:
                 if not unit.done.is_set():
-                    unit.error = error
-                    unit.done.set()
+                    unit.finish(error=error)
             if not isinstance(error, Exception):
                 raise
         return len(batch)
@@ -169,8 +196,7 @@ class GroupCommitter:
             recordings = self.app.save(*events)
         except Exception as error:
             if len(batch) == 1:
-                batch[0].error = error
-                batch[0].done.set()
+                batch[0].finish(error=error)
                 return
             self.stats.split_batches += 1
             logger.warning(
@@ -185,14 +211,22 @@ class GroupCommitter:
         offset = 0
         for unit in batch:
             offset += len(unit.events)
-            unit.position = recordings[offset - 1].notification.id
-            unit.done.set()
+            unit.finish(position=recordings[offset - 1].notification.id)
 
     def _commit_alone(self, unit: _Unit) -> None:
         try:
             recordings = self.app.save(*unit.events)
-            unit.position = recordings[-1].notification.id
         except Exception as error:
-            unit.error = error
-        finally:
-            unit.done.set()
+            unit.finish(error=error)
+        else:
+            unit.finish(position=recordings[-1].notification.id)
+
+
+def _settle_future(future: asyncio.Future[int], unit: _Unit) -> None:
+    if future.cancelled():
+        return
+    if unit.error is not None:
+        future.set_exception(unit.error)
+    else:
+        assert unit.position is not None
+        future.set_result(unit.position)

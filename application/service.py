@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-import random
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import Recording
 
 from application.commit import GroupCommitter
-from application.errors import ConcurrencyConflictError, ConversationNotFoundError
+from application.errors import ConversationNotFoundError
+from application.execution import AggregateCache, CommandExecutor, CommandPlan
 from application.results import (
     CommandResult,
     ConversationState,
@@ -50,21 +46,13 @@ _EVENT_ENVELOPE_FIELDS = {
 class ReadStateApp(Application[UUID]):
     """Records read state as events and answers state queries from the log.
 
-    Commands on one aggregate are serialised inside the process by a striped
-    lock, so only writers in other processes can cause version conflicts;
-    those are retried with a fresh load.
+    Each command has a blocking method and an `_async` twin for the API; both
+    run the same plan through the `CommandExecutor`.
     """
 
     # The name prefixes PostgreSQL table names; renaming it hides stored data.
     name = "ReadState"
     is_snapshotting_enabled = True
-
-    LOCK_STRIPES = 256
-    MAX_ATTEMPTS = 12
-    MAX_CACHED_MESSAGES = 1000
-    # Backoff before retry n is uniform in [0, min(cap, base * 2**n)] seconds.
-    RETRY_BACKOFF_BASE = 0.002
-    RETRY_BACKOFF_CAP = 0.1
 
     def __init__(
         self,
@@ -76,12 +64,9 @@ class ReadStateApp(Application[UUID]):
     ) -> None:
         super().__init__(env)
         self.snapshot_interval = snapshot_interval
-        self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
         self._save_listeners: list[Callable[[int], None]] = []
-        self.aggregate_cache_size = aggregate_cache_size
-        self._cache: OrderedDict[UUID, Conversation] = OrderedDict()
-        self._cache_lock = threading.Lock()
         self.committer = GroupCommitter(self) if group_commit else None
+        self.executor = CommandExecutor(self, AggregateCache(aggregate_cache_size))
 
     def close(self) -> None:
         """Commit queued events, stop the committer and close the database."""
@@ -106,25 +91,27 @@ class ReadStateApp(Application[UUID]):
         `min_seq` hides the history below it from a new member; it is fixed
         when the conversation starts.
         """
-
-        def start() -> Conversation:
-            return Conversation.start(
-                owner_id, conversation_id, kind, peer_user_id, min_seq or 1
+        return self.executor.run(
+            self._record_plan(
+                owner_id, conversation_id, messages, kind, peer_user_id, min_seq
             )
-
-        def pull(conversation: Conversation) -> PullOutcome:
-            conversation.check_matches(kind, peer_user_id, min_seq)
-            return conversation.pull(messages)
-
-        conversation, outcome, position = self._execute(
-            owner_id, conversation_id, pull, start=start
         )
-        return PullResult(
-            state=ConversationState.of(conversation),
-            position=position if position is not None else self.head_position(),
-            changed=position is not None,
-            new_seqs=outcome.new_seqs,
-            known_seqs=outcome.known_seqs,
+
+    async def record_messages_async(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        messages: Sequence[ReceivedMessage],
+        *,
+        kind: ConversationKind | None = None,
+        peer_user_id: str | None = None,
+        min_seq: int | None = None,
+    ) -> PullResult:
+        """Record received messages without blocking the event loop."""
+        return await self.executor.run_async(
+            self._record_plan(
+                owner_id, conversation_id, messages, kind, peer_user_id, min_seq
+            )
         )
 
     def fan_out(
@@ -136,13 +123,148 @@ class ReadStateApp(Application[UUID]):
         kind: ConversationKind | None = None,
     ) -> FanOutResult:
         """Record one message for every recipient in a single transaction."""
+        return self.executor.run(
+            self._fan_out_plan(conversation_id, message, recipients, kind)
+        )
+
+    async def fan_out_async(
+        self,
+        conversation_id: str,
+        message: ReceivedMessage,
+        recipients: Sequence[str],
+        *,
+        kind: ConversationKind | None = None,
+    ) -> FanOutResult:
+        """Record one message for every recipient without blocking the loop."""
+        return await self.executor.run_async(
+            self._fan_out_plan(conversation_id, message, recipients, kind)
+        )
+
+    def mark_seqs_read(
+        self, owner_id: str, conversation_id: str, seqs: Sequence[int]
+    ) -> CommandResult:
+        """Mark individual seqs read."""
+        return self.executor.run(self._mark_seqs_plan(owner_id, conversation_id, seqs))
+
+    async def mark_seqs_read_async(
+        self, owner_id: str, conversation_id: str, seqs: Sequence[int]
+    ) -> CommandResult:
+        """Mark individual seqs read without blocking the event loop."""
+        return await self.executor.run_async(
+            self._mark_seqs_plan(owner_id, conversation_id, seqs)
+        )
+
+    def mark_client_msg_ids_read(
+        self, owner_id: str, conversation_id: str, client_msg_ids: Sequence[str]
+    ) -> CommandResult:
+        """Mark messages read by their client message IDs."""
+        return self.executor.run(
+            self._mark_client_ids_plan(owner_id, conversation_id, client_msg_ids)
+        )
+
+    async def mark_client_msg_ids_read_async(
+        self, owner_id: str, conversation_id: str, client_msg_ids: Sequence[str]
+    ) -> CommandResult:
+        """Mark messages read by client message IDs, in a worker thread."""
+        return await self.executor.run_async(
+            self._mark_client_ids_plan(owner_id, conversation_id, client_msg_ids)
+        )
+
+    def set_has_read_seq(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        has_read_seq: int,
+        cause: ReadCause = ReadCause.SET,
+    ) -> CommandResult:
+        """Move the read position forward to `has_read_seq`."""
+        return self.executor.run(
+            self._set_has_read_seq_plan(owner_id, conversation_id, has_read_seq, cause)
+        )
+
+    async def set_has_read_seq_async(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        has_read_seq: int,
+        cause: ReadCause = ReadCause.SET,
+    ) -> CommandResult:
+        """Move the read position forward without blocking the event loop."""
+        return await self.executor.run_async(
+            self._set_has_read_seq_plan(owner_id, conversation_id, has_read_seq, cause)
+        )
+
+    def mark_conversation_read(
+        self, owner_id: str, conversation_id: str, up_to_seq: int
+    ) -> CommandResult:
+        """Read everything up to the seq the client has shown."""
+        return self.set_has_read_seq(
+            owner_id, conversation_id, up_to_seq, ReadCause.MARK_CONVERSATION_READ
+        )
+
+    async def mark_conversation_read_async(
+        self, owner_id: str, conversation_id: str, up_to_seq: int
+    ) -> CommandResult:
+        """Read everything up to a seq without blocking the event loop."""
+        return await self.set_has_read_seq_async(
+            owner_id, conversation_id, up_to_seq, ReadCause.MARK_CONVERSATION_READ
+        )
+
+    # ---- command plans -----------------------------------------------------
+
+    def _record_plan(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        messages: Sequence[ReceivedMessage],
+        kind: ConversationKind | None,
+        peer_user_id: str | None,
+        min_seq: int | None,
+    ) -> CommandPlan[PullOutcome, PullResult]:
+        def decide(
+            loaded: list[Conversation | None],
+        ) -> tuple[list[Conversation], PullOutcome]:
+            (conversation,) = loaded
+            if conversation is None:
+                conversation = Conversation.start(
+                    owner_id, conversation_id, kind, peer_user_id, min_seq or 1
+                )
+            else:
+                conversation.check_matches(kind, peer_user_id, min_seq)
+            return [conversation], conversation.pull(messages)
+
+        def finish(
+            conversations: list[Conversation],
+            outcome: PullOutcome,
+            position: int | None,
+        ) -> PullResult:
+            return PullResult(
+                state=ConversationState.of(conversations[0]),
+                position=position if position is not None else self.head_position(),
+                changed=position is not None,
+                new_seqs=outcome.new_seqs,
+                known_seqs=outcome.known_seqs,
+            )
+
+        return CommandPlan(
+            [self._aggregate_id(owner_id, conversation_id)],
+            decide,
+            finish,
+            owner_id,
+            conversation_id,
+        )
+
+    def _fan_out_plan(
+        self,
+        conversation_id: str,
+        message: ReceivedMessage,
+        recipients: Sequence[str],
+        kind: ConversationKind | None,
+    ) -> CommandPlan[list[PullOutcome], FanOutResult]:
         check_conversation_id(conversation_id)
         owner_ids = list(dict.fromkeys(check_user_id(r) for r in recipients))
-        aggregate_ids = [
-            conversation_aggregate_id(o, conversation_id) for o in owner_ids
-        ]
 
-        def pull_all(
+        def decide(
             loaded: list[Conversation | None],
         ) -> tuple[list[Conversation], list[PullOutcome]]:
             conversations = []
@@ -154,66 +276,95 @@ class ReadStateApp(Application[UUID]):
                 else:
                     existing.check_matches(kind, None)
                     conversations.append(existing)
-            outcomes = [c.pull([message]) for c in conversations]
-            return conversations, outcomes
+            return conversations, [c.pull([message]) for c in conversations]
 
-        conversations, outcomes, position = self._transact(
-            aggregate_ids, pull_all, ",".join(owner_ids), conversation_id
+        def finish(
+            conversations: list[Conversation],
+            outcomes: list[PullOutcome],
+            position: int | None,
+        ) -> FanOutResult:
+            head = position if position is not None else self.head_position()
+            results = [
+                PullResult(
+                    state=ConversationState.of(conversation),
+                    position=head,
+                    changed=bool(outcome.new_seqs),
+                    new_seqs=outcome.new_seqs,
+                    known_seqs=outcome.known_seqs,
+                )
+                for conversation, outcome in zip(conversations, outcomes, strict=True)
+            ]
+            return FanOutResult(recipients=results, position=head)
+
+        return CommandPlan(
+            [conversation_aggregate_id(o, conversation_id) for o in owner_ids],
+            decide,
+            finish,
+            ",".join(owner_ids),
+            conversation_id,
         )
-        head = position if position is not None else self.head_position()
-        results = [
-            PullResult(
-                state=ConversationState.of(conversation),
-                position=head,
-                changed=bool(outcome.new_seqs),
-                new_seqs=outcome.new_seqs,
-                known_seqs=outcome.known_seqs,
-            )
-            for conversation, outcome in zip(conversations, outcomes, strict=True)
-        ]
-        return FanOutResult(recipients=results, position=head)
 
-    def mark_seqs_read(
+    def _single_plan(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        decide_one: Callable[[Conversation], bool],
+        *,
+        pure: bool = True,
+    ) -> CommandPlan[bool, CommandResult]:
+        def decide(
+            loaded: list[Conversation | None],
+        ) -> tuple[list[Conversation], bool]:
+            (conversation,) = loaded
+            if conversation is None:
+                raise ConversationNotFoundError(owner_id, conversation_id)
+            return [conversation], decide_one(conversation)
+
+        def finish(
+            conversations: list[Conversation], _changed: bool, position: int | None
+        ) -> CommandResult:
+            return CommandResult(
+                state=ConversationState.of(conversations[0]),
+                position=position if position is not None else self.head_position(),
+                changed=position is not None,
+            )
+
+        return CommandPlan(
+            [self._aggregate_id(owner_id, conversation_id)],
+            decide,
+            finish,
+            owner_id,
+            conversation_id,
+            pure,
+        )
+
+    def _mark_seqs_plan(
         self, owner_id: str, conversation_id: str, seqs: Sequence[int]
-    ) -> CommandResult:
-        """Mark individual seqs read."""
-        return self._command(
+    ) -> CommandPlan[bool, CommandResult]:
+        return self._single_plan(
             owner_id, conversation_id, lambda c: c.mark_seqs_read(seqs)
         )
 
-    def mark_client_msg_ids_read(
+    def _mark_client_ids_plan(
         self, owner_id: str, conversation_id: str, client_msg_ids: Sequence[str]
-    ) -> CommandResult:
-        """Mark messages read by their client message IDs."""
-        aggregate_id = conversation_aggregate_id(owner_id, conversation_id)
+    ) -> CommandPlan[bool, CommandResult]:
+        aggregate_id = self._aggregate_id(owner_id, conversation_id)
 
         def mark(conversation: Conversation) -> bool:
             unresolved = conversation.unresolved_client_msg_ids(client_msg_ids)
             earlier = self._find_client_msg_ids(aggregate_id, unresolved)
             return conversation.mark_client_msg_ids_read(client_msg_ids, earlier)
 
-        return self._command(owner_id, conversation_id, mark)
+        # Resolving old IDs reads the history, so this never runs on the loop.
+        return self._single_plan(owner_id, conversation_id, mark, pure=False)
 
-    def set_has_read_seq(
-        self,
-        owner_id: str,
-        conversation_id: str,
-        has_read_seq: int,
-        cause: ReadCause = ReadCause.SET,
-    ) -> CommandResult:
-        """Move the read position forward to `has_read_seq`."""
-        return self._command(
+    def _set_has_read_seq_plan(
+        self, owner_id: str, conversation_id: str, has_read_seq: int, cause: ReadCause
+    ) -> CommandPlan[bool, CommandResult]:
+        return self._single_plan(
             owner_id,
             conversation_id,
             lambda c: c.set_has_read_seq(has_read_seq, cause),
-        )
-
-    def mark_conversation_read(
-        self, owner_id: str, conversation_id: str, up_to_seq: int
-    ) -> CommandResult:
-        """Read everything up to the seq the client has shown."""
-        return self.set_has_read_seq(
-            owner_id, conversation_id, up_to_seq, ReadCause.MARK_CONVERSATION_READ
         )
 
     # ---- queries -----------------------------------------------------------
@@ -290,142 +441,6 @@ class ReadStateApp(Application[UUID]):
 
     # ---- internals ---------------------------------------------------------
 
-    def _command(
-        self,
-        owner_id: str,
-        conversation_id: str,
-        decide: Callable[[Conversation], bool],
-    ) -> CommandResult:
-        conversation, _, position = self._execute(owner_id, conversation_id, decide)
-        return CommandResult(
-            state=ConversationState.of(conversation),
-            position=position if position is not None else self.head_position(),
-            changed=position is not None,
-        )
-
-    def _execute(
-        self,
-        owner_id: str,
-        conversation_id: str,
-        decide: Callable[[Conversation], T],
-        *,
-        start: Callable[[], Conversation] | None = None,
-    ) -> tuple[Conversation, T, int | None]:
-        """Load, decide and save one aggregate, retrying on version conflicts."""
-        aggregate_id = self._aggregate_id(owner_id, conversation_id)
-
-        def decide_one(
-            loaded: list[Conversation | None],
-        ) -> tuple[list[Conversation], T]:
-            (conversation,) = loaded
-            if conversation is None:
-                if start is None:
-                    raise ConversationNotFoundError(owner_id, conversation_id)
-                conversation = start()
-            return [conversation], decide(conversation)
-
-        conversations, outcome, position = self._transact(
-            [aggregate_id], decide_one, owner_id, conversation_id
-        )
-        return conversations[0], outcome, position
-
-    def _transact(
-        self,
-        aggregate_ids: list[UUID],
-        decide: Callable[[list[Conversation | None]], tuple[list[Conversation], T]],
-        owner_ids: str,
-        conversation_id: str,
-    ) -> tuple[list[Conversation], T, int | None]:
-        """Run a command on some aggregates and commit its events atomically.
-
-        Aggregates come from the cache when possible. Any failure evicts them,
-        because a command may have changed them before failing. A conflict
-        with another process is retried with fresh loads.
-        """
-        with self._locked(aggregate_ids):
-            for attempt in range(1, self.MAX_ATTEMPTS + 1):
-                loaded = [self._load_for_command(a) for a in aggregate_ids]
-                try:
-                    conversations, outcome = decide([c for c, _ in loaded])
-                except BaseException:
-                    self._evict(aggregate_ids)
-                    raise
-                saved = {c.id: c.collect_events() for c in conversations}
-                events = [event for batch in saved.values() for event in batch]
-                if not events:
-                    if any(cached for _, cached in loaded) and self._cache_is_stale(
-                        [c for c, cached in loaded if cached and c is not None]
-                    ):
-                        self._evict(aggregate_ids)
-                        continue
-                    return conversations, outcome, None
-                try:
-                    position = self._commit(events)
-                except IntegrityError:
-                    self._evict(aggregate_ids)
-                    self._log_conflict("command", owner_ids, conversation_id, attempt)
-                    continue
-                except BaseException:
-                    self._evict(aggregate_ids)
-                    raise
-                for conversation in conversations:
-                    self._cache_put(conversation)
-                    self._snapshot_if_due(conversation, len(saved[conversation.id]))
-                return conversations, outcome, position
-        raise ConcurrencyConflictError(owner_ids, conversation_id, self.MAX_ATTEMPTS)
-
-    def _commit(self, events: Sequence[Any]) -> int:
-        if self.committer is not None:
-            return self.committer.commit(events)
-        recordings = self.save(*events)
-        return recordings[-1].notification.id
-
-    # ---- aggregate cache ---------------------------------------------------
-
-    def _load_for_command(self, aggregate_id: UUID) -> tuple[Conversation | None, bool]:
-        """Return the aggregate and whether it came from the cache.
-
-        The caller holds the aggregate's lock, so no other thread of this
-        process uses a cached aggregate at the same time. Writes by other
-        processes make a cached aggregate stale; its next save then fails
-        with a version conflict, which evicts it.
-        """
-        with self._cache_lock:
-            conversation = self._cache.get(aggregate_id)
-            if conversation is not None:
-                self._cache.move_to_end(aggregate_id)
-                return conversation, True
-        return self._load(aggregate_id), False
-
-    def _cache_put(self, conversation: Conversation) -> None:
-        # Conversations with many unread messages are large; they are loaded
-        # from the store each time instead of filling the cache.
-        if (
-            self.aggregate_cache_size <= 0
-            or conversation.known_message_count > self.MAX_CACHED_MESSAGES
-        ):
-            self._evict([conversation.id])
-            return
-        with self._cache_lock:
-            self._cache[conversation.id] = conversation
-            self._cache.move_to_end(conversation.id)
-            while len(self._cache) > self.aggregate_cache_size:
-                self._cache.popitem(last=False)
-
-    def _evict(self, aggregate_ids: Iterable[UUID]) -> None:
-        with self._cache_lock:
-            for aggregate_id in aggregate_ids:
-                self._cache.pop(aggregate_id, None)
-
-    def _cache_is_stale(self, conversations: Sequence[Conversation]) -> bool:
-        # A command that records nothing cannot detect a conflict, so check
-        # that no other process has recorded newer events before answering.
-        for conversation in conversations:
-            stored = self.recorder.select_events(conversation.id, desc=True, limit=1)
-            if stored and stored[0].originator_version != conversation.version:
-                return True
-        return False
-
     def _save(self, conversations: Sequence[Conversation]) -> int | None:
         """Save pending events in one transaction; return the last position."""
         pending = {c.id: len(c.pending_events) for c in conversations}
@@ -433,14 +448,15 @@ class ReadStateApp(Application[UUID]):
             return None
         recordings = self.save(*conversations)
         for conversation in conversations:
-            self._snapshot_if_due(conversation, pending[conversation.id])
+            self.snapshot_if_due(conversation, pending[conversation.id])
         return recordings[-1].notification.id
 
     def save_many(self, conversations: Sequence[Conversation]) -> int | None:
         """Save new or loaded aggregates in one transaction, for bulk imports."""
         return self._save(conversations)
 
-    def _snapshot_if_due(self, conversation: Conversation, saved: int) -> None:
+    def snapshot_if_due(self, conversation: Conversation, saved: int) -> None:
+        """Snapshot a saved aggregate if the save crossed a multiple of the interval."""
         # Snapshot the in-memory aggregate when the save crossed a multiple of
         # the interval; the library's own policy would reload it first.
         version = conversation.version
@@ -462,9 +478,10 @@ class ReadStateApp(Application[UUID]):
 
     def load(self, owner_id: str, conversation_id: str) -> Conversation | None:
         """Load an aggregate for bulk work, or return None if it does not exist."""
-        return self._load(self._aggregate_id(owner_id, conversation_id))
+        return self.load_by_id(self._aggregate_id(owner_id, conversation_id))
 
-    def _load(self, aggregate_id: UUID) -> Conversation | None:
+    def load_by_id(self, aggregate_id: UUID) -> Conversation | None:
+        """Load an aggregate from the store, or return None if it does not exist."""
         try:
             conversation: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -473,7 +490,7 @@ class ReadStateApp(Application[UUID]):
         return conversation
 
     def _load_existing(self, owner_id: str, conversation_id: str) -> Conversation:
-        conversation = self._load(self._aggregate_id(owner_id, conversation_id))
+        conversation = self.load_by_id(self._aggregate_id(owner_id, conversation_id))
         if conversation is None:
             raise ConversationNotFoundError(owner_id, conversation_id)
         return conversation
@@ -498,37 +515,6 @@ class ReadStateApp(Application[UUID]):
                     if message["client_msg_id"] in wanted:
                         found[message["client_msg_id"]] = message["seq"]
         return found
-
-    @contextmanager
-    def _locked(self, aggregate_ids: Sequence[UUID]) -> Iterator[None]:
-        # Acquire stripes in index order so that two fan-outs cannot deadlock.
-        stripes = sorted(
-            {aggregate_id.int % self.LOCK_STRIPES for aggregate_id in aggregate_ids}
-        )
-        with ExitStack() as stack:
-            for stripe in stripes:
-                stack.enter_context(self._locks[stripe])
-            yield
-
-    @staticmethod
-    def _log_conflict(
-        what: str, owner_ids: str, conversation_id: str, attempt: int
-    ) -> None:
-        logger.warning(
-            "version conflict on %s for user %s in conversation %s, "
-            "attempt %d: retrying",
-            what,
-            owner_ids,
-            conversation_id,
-            attempt,
-        )
-        # Full-jitter exponential backoff, so that competing processes spread
-        # out their retries instead of colliding again.
-        ceiling = min(
-            ReadStateApp.RETRY_BACKOFF_CAP,
-            ReadStateApp.RETRY_BACKOFF_BASE * 2**attempt,
-        )
-        time.sleep(random.uniform(0, ceiling))  # noqa: S311 (not for security)
 
 
 def event_as_dict(event: Any) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def test_workers_with_separate_projection_process(
     assert projections.returncode == 0
     if database_url.startswith("postgresql"):
         assert "listening for new events" in projection_log
-    assert "projection unread_counts stopped" in projection_log
+    assert "projection unread_counts, receipts stopped" in projection_log
 
 
 def test_waiting_queries_do_not_block_others(tmp_path: Path) -> None:

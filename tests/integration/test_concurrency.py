@@ -49,8 +49,8 @@ def test_conflicting_write_is_retried(
             second.app.mark_seqs_read("B", "sg_hot", [1])
         return conversation.mark_seqs_read([2])
 
-    with caplog.at_level(logging.WARNING, logger="application.service"):
-        result = first.app._command("B", "sg_hot", decide)
+    with caplog.at_level(logging.WARNING, logger="application.execution"):
+        result = first.app.executor.run(first.app._single_plan("B", "sg_hot", decide))
 
     assert attempts == 2
     assert result.state.has_read_seq == 2
