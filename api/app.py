@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Set when the server starts to shut down, so that open receipt streams
+    # end instead of keeping the server waiting for their clients.
+    app.state.stopping = threading.Event()
     install_problem_handlers(app)
     app.add_middleware(RequestBodyGuard, max_bytes=MAX_BODY_BYTES)
     app.include_router(routes_conversations.router)
@@ -152,6 +156,7 @@ class RequestBodyGuard:
                 "unsupported-media-type",
                 f"content type {content_type.decode('latin-1') or '(none)'!r} is not "
                 "supported: send JSON with content-type application/json",
+                instance=scope["path"],
             )
             await response(scope, receive, send)
             return
@@ -174,6 +179,7 @@ class RequestBodyGuard:
             "request-too-large",
             f"request body of {size} bytes or more exceeds the limit of "
             f"{self.max_bytes} bytes: send fewer messages per request",
+            instance=scope["path"],
             limit=self.max_bytes,
         )
         await response(scope, receive, send)

@@ -32,10 +32,14 @@ ConversationIdPath = Annotated[
         )
     ),
 ]
+# Log positions are signed 64-bit integers in both databases.
+MAX_POSITION = 2**63 - 1
+
 MinPosition = Annotated[
     int,
     Query(
         ge=0,
+        le=MAX_POSITION,
         description=(
             "Wait until the read model has processed this log position (the "
             "`position` of a command response); 503 if it takes too long."

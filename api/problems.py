@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from application.errors import (
     ConcurrencyConflictError,
     ConversationNotFoundError,
+    CursorBeyondLogError,
     ReadModelTimeoutError,
     UnknownProjectionError,
 )
@@ -172,6 +173,12 @@ PROBLEM_TYPES = {
             "The request body exceeds the documented limit.",
         ),
         ProblemType(
+            "cursor-beyond-log",
+            422,
+            "Cursor beyond the log",
+            "A Last-Event-ID or cursor names a position after the newest event.",
+        ),
+        ProblemType(
             "read-model-behind",
             503,
             "Read model behind",
@@ -280,6 +287,11 @@ _ERROR_TYPES: list[tuple[type[Exception], str, dict[str, str]]] = [
         UnknownProjectionError,
         "projection-not-found",
         {"name": "name", "known": "known"},
+    ),
+    (
+        CursorBeyondLogError,
+        "cursor-beyond-log",
+        {"cursor": "cursor", "head": "head"},
     ),
     (
         GroupMessageNotFoundError,

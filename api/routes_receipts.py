@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated
@@ -12,6 +14,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.dependencies import (
+    MAX_POSITION,
     ConversationIdPath,
     MinPosition,
     ServiceDep,
@@ -25,20 +28,24 @@ from api.models import (
     ReadersResponse,
     ReceiptPublic,
 )
-from application.errors import ReadModelTimeoutError
+from application.errors import CursorBeyondLogError
 from application.receipts import ReceiptsProjection
 from domain.values import MAX_SEQ, USER_ID_PATTERN, check_user_id
 from infrastructure.bootstrap import Service
 
 router = APIRouter(prefix="/v1", tags=["receipts"])
 
-# Longest interval between checks for new notifications on an idle stream.
-STREAM_POLL_SECONDS = 0.25
+# Longest wait between checks for a shutdown on an idle stream.
+STREAM_CHECK_SECONDS = 1.0
 STREAM_BATCH = 100
 
 FeedCursor = Annotated[
     int,
-    Query(ge=0, description="Return notifications after this position (cursor)."),
+    Query(
+        ge=0,
+        le=MAX_POSITION,
+        description="Return notifications after this position (cursor).",
+    ),
 ]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
 
@@ -89,14 +96,21 @@ async def stream_feed(
     last_event_id: Annotated[
         str | None,
         Header(
-            description="Resume after this event ID; wins over `after`.",
-            pattern=r"^\d{1,19}$",
+            description=(
+                "Resume after this event ID; wins over `after`. An empty value "
+                "counts as absent."
+            ),
+            pattern=r"^\d{0,19}$",
         ),
     ] = None,
 ) -> StreamingResponse:
     """Follow the user's receipt feed live, resuming after `Last-Event-ID`."""
     check_user_id(user_id)
-    cursor = int(last_event_id) if last_event_id is not None else after
+    cursor = int(last_event_id) if last_event_id else after
+    head = await anyio.to_thread.run_sync(service.app.head_position)
+    if cursor > min(head, MAX_POSITION):
+        # A stream that starts beyond the log would skip what comes next.
+        raise CursorBeyondLogError(cursor, head)
     return StreamingResponse(
         _feed_events(request, service, user_id, cursor),
         media_type="text/event-stream",
@@ -108,8 +122,11 @@ async def _feed_events(
     request: Request, service: Service, user_id: str, cursor: int
 ) -> AsyncIterator[str]:
     name = ReceiptsProjection.name
+    heartbeat = service.settings.stream_heartbeat_seconds
+    stopping: threading.Event = request.app.state.stopping
     yield "retry: 2000\n\n"
-    while not await request.is_disconnected():
+    last_sent = time.monotonic()
+    while not stopping.is_set() and not await request.is_disconnected():
         receipts, position = await anyio.to_thread.run_sync(
             partial(
                 service.receipts_view.feed, user_id, after=cursor, limit=STREAM_BATCH
@@ -122,17 +139,14 @@ async def _feed_events(
                 f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
             )
             cursor = receipt.position
+            last_sent = time.monotonic()
         if len(receipts) == STREAM_BATCH:
             continue
-        try:
-            await service.read_models.wait_for_async(
-                name,
-                position + 1,
-                service.settings.stream_heartbeat_seconds,
-                max_interval=STREAM_POLL_SECONDS,
-            )
-        except ReadModelTimeoutError:
+        # Short waits let the stream notice a shutdown within a second.
+        await service.read_models.wait_beyond(name, position, STREAM_CHECK_SECONDS)
+        if time.monotonic() - last_sent >= heartbeat:
             yield ": heartbeat\n\n"
+            last_sent = time.monotonic()
 
 
 @router.get(

@@ -57,3 +57,15 @@ class UnknownProjectionError(ApplicationError):
         super().__init__(
             f"unknown projection {name!r}: use one of {', '.join(sorted(known))}"
         )
+
+
+class CursorBeyondLogError(ApplicationError):
+    """A stream cursor is beyond the newest event of the log."""
+
+    def __init__(self, cursor: int, head: int) -> None:
+        self.cursor = cursor
+        self.head = head
+        super().__init__(
+            f"event ID {cursor} is beyond the end of the log at position {head}: "
+            "resume with the ID of the last event received, or without one"
+        )

@@ -8,10 +8,11 @@ the loser rolls back, reads the new position and carries on from there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -280,6 +281,30 @@ class ProjectionWorker:
             self._advanced.notify_all()
 
 
+class _PositionWatch:
+    """One poller per projection that any number of async waiters share."""
+
+    def __init__(self, read: Callable[[], Any], interval: float) -> None:
+        self.read = read
+        self.interval = interval
+        self.position = -1
+        self.changed = asyncio.Event()
+        self.waiters = 0
+        self.running = False
+
+    async def run(self) -> None:
+        try:
+            while self.waiters > 0:
+                position = await self.read()
+                if position != self.position:
+                    self.position = position
+                    self.changed.set()
+                    self.changed = asyncio.Event()
+                await anyio.sleep(self.interval)
+        finally:
+            self.running = False
+
+
 class ReadModels:
     """The projections of one service and the waits on their positions.
 
@@ -287,10 +312,14 @@ class ReadModels:
     position; otherwise they poll the stored position with a growing interval.
     """
 
+    # Seconds between the position checks that wake idle feed streams.
+    WATCH_INTERVAL = 0.25
+
     def __init__(self, app: ReadStateApp, projections: Sequence[Projection]) -> None:
         self.app = app
         self.projections = {p.name: p for p in projections}
         self.workers: dict[str, ProjectionWorker] = {}
+        self._watches: dict[str, _PositionWatch] = {}
 
     def get(self, name: str) -> Projection:
         """Return the projection of that name, or raise `UnknownProjectionError`."""
@@ -397,6 +426,41 @@ class ReadModels:
             await anyio.sleep(min(interval, remaining))
             interval = min(interval * 2, max_interval)
 
+    async def wait_beyond(self, name: str, position: int, timeout: float) -> int:
+        """Wait until projection `name` passes `position`, or `timeout` seconds.
+
+        Returns the position last seen. All waiters of a process share one
+        check every `WATCH_INTERVAL` seconds (in memory with a local worker,
+        one query otherwise), so idle streams cost almost nothing.
+        """
+        watch = self._watch(name)
+        watch.waiters += 1
+        if not watch.running:
+            watch.running = True
+            _start_in_background(watch.run())
+        try:
+            with anyio.move_on_after(timeout):
+                while watch.position <= position:
+                    await watch.changed.wait()
+        finally:
+            watch.waiters -= 1
+        return watch.position
+
+    def _watch(self, name: str) -> _PositionWatch:
+        watch = self._watches.get(name)
+        if watch is None:
+            projection = self.get(name)
+
+            async def read() -> int:
+                worker = self.workers.get(name)
+                if worker is not None:
+                    return worker.position_of(name)
+                return int(await anyio.to_thread.run_sync(projection.position))
+
+            watch = _PositionWatch(read, self.WATCH_INTERVAL)
+            self._watches[name] = watch
+        return watch
+
     def rewind(self, name: str) -> None:
         """Make the local worker of a projection re-read its stored position."""
         worker = self.workers.get(name)
@@ -410,3 +474,13 @@ class ReadModels:
             ProjectionStatus(name=name, position=projection.position(), head=head)
             for name, projection in self.projections.items()
         ]
+
+
+def _start_in_background(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _BACKGROUND_TASKS.add(task)
+    task.add_done_callback(_BACKGROUND_TASKS.discard)
+
+
+# Strong references, so that running background tasks are not collected.
+_BACKGROUND_TASKS: set[asyncio.Task[None]] = set()

@@ -477,9 +477,18 @@ class ReceiptQueries:
     ) -> ReadersPage:
         """Wait for `min_position`, then return one group message's read receipts."""
         check_conversation_id(conversation_id)
-        await self.read_models.wait_for_async(
-            ReceiptsProjection.name, min_position, timeout
-        )
+        name = ReceiptsProjection.name
+        deadline = time.monotonic() + timeout
+        await self.read_models.wait_for_async(name, min_position, timeout)
+        # A rebuild elsewhere may have reset the stored rows since the wait.
+        while (position := await anyio.to_thread.run_sync(self.view.position)) < (
+            min_position
+        ):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadModelTimeoutError(name, min_position, position, timeout)
+            self.read_models.rewind(name)
+            await self.read_models.wait_for_async(name, min_position, remaining)
         return await anyio.to_thread.run_sync(
             partial(
                 self._readers_now,

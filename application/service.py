@@ -28,6 +28,7 @@ from domain.values import (
     ReceivedMessage,
     check_conversation_id,
     check_user_id,
+    kind_from_prefix,
 )
 
 logger = logging.getLogger(__name__)
@@ -263,6 +264,16 @@ class ReadStateApp(Application[UUID]):
     ) -> CommandPlan[list[PullOutcome], FanOutResult]:
         check_conversation_id(conversation_id)
         owner_ids = list(dict.fromkeys(check_user_id(r) for r in recipients))
+        # An explicit single chat fanned out to its two members names each
+        # one's peer; prefixed IDs name them already.
+        peers: dict[str, str] = {}
+        if (
+            kind is ConversationKind.SINGLE
+            and kind_from_prefix(conversation_id) is None
+            and len(owner_ids) == 2
+        ):
+            first, second = owner_ids
+            peers = {first: second, second: first}
 
         def decide(
             loaded: list[Conversation | None],
@@ -271,7 +282,9 @@ class ReadStateApp(Application[UUID]):
             for owner_id, existing in zip(owner_ids, loaded, strict=True):
                 if existing is None:
                     conversations.append(
-                        Conversation.start(owner_id, conversation_id, kind)
+                        Conversation.start(
+                            owner_id, conversation_id, kind, peers.get(owner_id)
+                        )
                     )
                 else:
                     existing.check_matches(kind, None)

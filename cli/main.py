@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import uvicorn
@@ -38,6 +39,10 @@ from infrastructure.settings import Settings
 logger = logging.getLogger("readseq")
 
 Command = Callable[[argparse.Namespace], int]
+
+# Seconds uvicorn waits for open connections after a shutdown signal before it
+# closes them; streams of worker processes end at the latest then.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,13 +216,32 @@ def _serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=args.workers,
             log_config=None,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
         return 0
 
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
+    _StreamClosingServer(config, app.state.stopping).run()
     return 0
+
+
+class _StreamClosingServer(uvicorn.Server):
+    """Ends open receipt streams as soon as a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 # ---- import ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from application.projections import ReadModels
 from application.receipts import ReceiptQueries, ReceiptsProjection
 from application.service import ReadStateApp
 from application.unread import UnreadCountsProjection, UnreadQueries
-from infrastructure.event_store import event_store_env, prepare_database
+from infrastructure.event_store import ddl_lock, event_store_env, prepare_database
 from infrastructure.pg_listener import EventNotificationListener
 from infrastructure.receipts_view import ReceiptsSqlView
 from infrastructure.settings import Settings
@@ -69,15 +69,16 @@ def build_service(settings: Settings) -> Service:
     """Open the event store and read models named by the settings."""
     database = settings.database
     prepare_database(database)
-    app = ReadStateApp(
-        event_store_env(settings),
-        snapshot_interval=settings.snapshot_interval,
-        group_commit=settings.group_commit,
-        aggregate_cache_size=settings.aggregate_cache_size,
-    )
-    datastore = app.factory.datastore  # type: ignore[attr-defined]
-    unread_view = UnreadCountsSqlView(datastore)
-    receipts_view = ReceiptsSqlView(datastore)
+    with ddl_lock(database):
+        app = ReadStateApp(
+            event_store_env(settings),
+            snapshot_interval=settings.snapshot_interval,
+            group_commit=settings.group_commit,
+            aggregate_cache_size=settings.aggregate_cache_size,
+        )
+        datastore = app.factory.datastore  # type: ignore[attr-defined]
+        unread_view = UnreadCountsSqlView(datastore)
+        receipts_view = ReceiptsSqlView(datastore)
     read_models = ReadModels(
         app,
         [UnreadCountsProjection(unread_view), ReceiptsProjection(receipts_view)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -55,11 +57,13 @@ def prepare_database(database: DatabaseConfig) -> None:
     try:
         with psycopg.connect(conninfo(database), autocommit=True) as conn:
             if database.schema != "public":
+                conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
                 conn.execute(
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                         sql.Identifier(database.schema)
                     )
                 )
+                conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
     except psycopg.Error as error:
         reason = (
             str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
@@ -69,6 +73,34 @@ def prepare_database(database: DatabaseConfig) -> None:
             "READSEQ_DATABASE_URL and that PostgreSQL is running"
         )
         raise DatabaseUnavailableError(msg) from error
+
+
+# Key of the PostgreSQL advisory lock held while a process creates tables.
+DDL_LOCK_KEY = 0x7265616473657121
+
+
+@contextmanager
+def ddl_lock(database: DatabaseConfig) -> Iterator[None]:
+    """Serialise table creation across processes that start at the same time.
+
+    Two concurrent `CREATE ... IF NOT EXISTS` of one object can fail with a
+    unique violation in PostgreSQL, so processes create their tables one at
+    a time. SQLite serialises writers by itself.
+    """
+    if database.backend != "postgresql":
+        yield
+        return
+    try:
+        connection = psycopg.connect(conninfo(database), autocommit=True)
+    except psycopg.Error as error:
+        msg = f"cannot open {database.display_name()}: {error}"
+        raise DatabaseUnavailableError(msg) from error
+    with connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
 def _check_sqlite_path(path_text: str) -> None:

@@ -34,7 +34,7 @@ class StreamReader:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.connected = threading.Event()
         self.stop = threading.Event()
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
         self.thread = threading.Thread(target=self._read, args=(url, headers))
         self.thread.start()
         assert self.connected.wait(EVENT_TIMEOUT_SECONDS), "stream did not open"
@@ -142,3 +142,48 @@ def test_stream_delivers_once_in_order_and_resumes(server: RunningServer) -> Non
     assert [e["id"] for e in resumed] == missed
     assert all(int(e["id"]) > int(missed_from) for e in extra + resumed)
     assert resumed_reader.events.empty()
+
+
+def test_shutdown_ends_open_streams(server: RunningServer) -> None:
+    readers = [
+        StreamReader(f"{server.base_url}/v1/users/idle{index}/receipts/stream")
+        for index in range(5)
+    ]
+
+    output = server.stop()
+
+    for reader in readers:
+        reader.thread.join(timeout=10)
+        assert not reader.thread.is_alive()
+    assert "readseq stopped" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("headers", "params", "status"),
+    [
+        pytest.param({"Last-Event-ID": "999999"}, {}, 422, id="id-beyond-log"),
+        pytest.param({"Last-Event-ID": "abc"}, {}, 422, id="id-not-numeric"),
+        pytest.param({}, {"after": str(2**63)}, 422, id="after-beyond-int64"),
+    ],
+)
+def test_stream_rejects_bad_cursors(
+    server: RunningServer,
+    headers: dict[str, str],
+    params: dict[str, str],
+    status: int,
+) -> None:
+    response = httpx.get(
+        f"{server.base_url}/v1/users/A/receipts/stream",
+        headers=headers,
+        params=params,
+        timeout=10,
+    )
+
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_empty_last_event_id_counts_as_absent(server: RunningServer) -> None:
+    reader = StreamReader(f"{server.base_url}/v1/users/A/receipts/stream", "")
+    reader.close()

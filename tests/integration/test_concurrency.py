@@ -128,3 +128,21 @@ def test_two_workers_apply_each_event_once(
     assert summary.total_unread == expected
     assert summary.conversations == 40
     assert first.unread_view.position() == first.app.head_position()
+
+
+def test_processes_starting_together_create_tables_once(database_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            build_service(Settings(database_url=database_url)).close()
+        except BaseException as error:  # noqa: BLE001 (reported by the assertion)
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
