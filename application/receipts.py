@@ -1,9 +1,11 @@
 """Receipt projection: who is told about each read, and who read each group message.
 
-For every effective read by a user R in a conversation C, the projection adds
-to an ordered feed per recipient:
+For every effective read by a user R in a conversation C (including a message
+that R had read when it arrived, because it came late or was marked read
+before), the projection adds to an ordered feed per recipient:
 
-- `read_state` for R's own devices: new position, newly read seqs, unread count;
+- `read_state` for R's own devices: new position, newly read seqs, unread
+  count (not for reads on arrival, which change neither);
 - `peer_read` for the peer of a single chat: R and the peer's messages R read;
 - `group_read` for each sender of newly read group messages: R and, per
   message, its read count after this read.
@@ -36,7 +38,12 @@ import anyio.to_thread
 from application.errors import ApplicationError, ReadModelTimeoutError
 from application.projections import ProjectedEvent, ReadModels
 from domain.conversation import Conversation
-from domain.values import ConversationKind, check_conversation_id, check_user_id
+from domain.values import (
+    ConversationKind,
+    check_conversation_id,
+    check_user_id,
+    to_ranges,
+)
 
 # Fixed namespace of notification IDs. Changing it changes every ID in the feed.
 RECEIPT_NAMESPACE = UUID("0b7e3f5a-91c2-5d4e-a6f8-2c1d9e8b7a60")
@@ -285,15 +292,19 @@ class ReceiptsProjection:
         spans: dict[str, list[int]] = {}
         for item in items:
             event = item.event
-            if not isinstance(
+            if isinstance(event, Conversation.MessagesPulled):
+                read = event.read_on_arrival
+            elif isinstance(
                 event, Conversation.MessagesMarkedRead | Conversation.HasReadSeqSet
             ):
+                read = [r for ranges in event.senders.values() for r in ranges]
+            else:
                 continue
             conversation = self._conversation(state, event)
-            if conversation.kind != ConversationKind.GROUP or not event.senders:
+            if conversation.kind != ConversationKind.GROUP or not read:
                 continue
-            firsts = [r[0] for ranges in event.senders.values() for r in ranges]
-            lasts = [r[1] for ranges in event.senders.values() for r in ranges]
+            firsts = [r[0] for r in read]
+            lasts = [r[1] for r in read]
             span = spans.setdefault(
                 conversation.conversation_id, [min(firsts), max(lasts)]
             )
@@ -307,16 +318,20 @@ class ReceiptsProjection:
 
     def _apply(self, item: ProjectedEvent, state: _Batch) -> None:
         event = item.event
+        if isinstance(event, Conversation.MessagesPulled):
+            if event.read_on_arrival:
+                self._apply_reads(item, state, _read_on_arrival(event))
+            return
         if not isinstance(
             event, Conversation.MessagesMarkedRead | Conversation.HasReadSeqSet
         ):
             return
         conversation = self._conversation(state, event)
-        reader = conversation.owner_id
-        notify = partial(self._receipt, item, conversation, state)
-
-        notify(
-            reader,
+        self._receipt(
+            item,
+            conversation,
+            state,
+            conversation.owner_id,
             ReceiptKind.READ_STATE,
             {
                 "has_read_seq": event.has_read_seq,
@@ -324,20 +339,42 @@ class ReceiptsProjection:
                 "unread_count": event.unread_count,
             },
         )
+        self._apply_reads(item, state, event.senders)
+
+    def _apply_reads(
+        self,
+        item: ProjectedEvent,
+        state: _Batch,
+        senders: dict[str, list[list[int]]],
+    ) -> None:
+        """Notify the senders of newly read messages, by conversation kind."""
+        conversation = self._conversation(state, item.event)
+        reader = conversation.owner_id
         if conversation.kind == ConversationKind.GROUP:
-            self._apply_group_read(item, conversation, state)
+            self._apply_group_read(item, conversation, state, senders)
             return
         peer = conversation.peer_user_id
-        peer_seqs = event.senders.get(peer) if peer is not None else None
+        peer_seqs = senders.get(peer) if peer is not None else None
         if peer is not None and peer != reader and peer_seqs:
-            notify(peer, ReceiptKind.PEER_READ, {"seqs": peer_seqs})
+            self._receipt(
+                item,
+                conversation,
+                state,
+                peer,
+                ReceiptKind.PEER_READ,
+                {"seqs": peer_seqs},
+            )
 
     def _apply_group_read(
-        self, item: ProjectedEvent, conversation: ReceiptConversation, state: _Batch
+        self,
+        item: ProjectedEvent,
+        conversation: ReceiptConversation,
+        state: _Batch,
+        senders: dict[str, list[list[int]]],
     ) -> None:
         event = item.event
         reader = conversation.owner_id
-        for sender, ranges in sorted(event.senders.items()):
+        for sender, ranges in sorted(senders.items()):
             if sender == reader:
                 continue
             read_messages = []
@@ -400,6 +437,16 @@ class ReceiptsProjection:
                 f"{event.originator_version} follows its start: rebuild the projection"
             )
             raise LookupError(msg) from None
+
+
+def _read_on_arrival(event: Conversation.MessagesPulled) -> dict[str, list[list[int]]]:
+    """Group the messages the owner had read when they arrived by sender."""
+    arrived = set(_expand(event.read_on_arrival))
+    senders: dict[str, list[int]] = {}
+    for message in event.messages:
+        if message["seq"] in arrived:
+            senders.setdefault(message["sender_id"], []).append(message["seq"])
+    return {sender: to_ranges(seqs) for sender, seqs in senders.items()}
 
 
 def _expand(ranges: Iterable[Sequence[int]]) -> Iterator[int]:

@@ -7,6 +7,7 @@ because the library runs them again on every replay.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ from domain.values import (
     check_user_id,
     iter_ranges,
     kind_from_prefix,
+    merge_ranges,
     peer_from_pair_id,
     to_ranges,
 )
@@ -106,12 +108,22 @@ class Conversation(Aggregate):
 
         `messages` holds `ReceivedMessage.to_event_dict()` values in seq order;
         `max_seq` and `unread_count` are the values after the pull.
+        `read_on_arrival` are the ranges of those messages that the owner had
+        read already: late ones at or below the read position, and ones marked
+        read before they arrived.
         """
 
         TOPIC = "readseq.Conversation.MessagesPulled"
+        class_version = 2
         messages: list[dict[str, Any]]
         max_seq: int
         unread_count: int
+        read_on_arrival: list[list[int]]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Version 1 recorded no message at or below the read position.
+            state["read_on_arrival"] = []
 
         def apply(self, aggregate: Conversation) -> None:
             aggregate._apply_messages_pulled(self)
@@ -265,7 +277,7 @@ class Conversation(Aggregate):
                 self._check_same_message(seq, earlier, message)
                 known.append(seq)
                 continue
-            if seq <= self.has_read_seq:
+            if seq <= self.has_read_seq and self._received_below(seq):
                 known.append(seq)
                 continue
             if message.client_msg_id is not None:
@@ -292,10 +304,15 @@ class Conversation(Aggregate):
             messages=[new[seq].to_event_dict() for seq in outcome.new_seqs],
             max_seq=max(self.max_seq, outcome.new_seqs[-1]),
             unread_count=self.unread_count + newly_unread,
+            read_on_arrival=to_ranges(
+                seq
+                for seq in new
+                if seq <= self.has_read_seq or seq in self._read_above
+            ),
         )
 
         own_seqs = [seq for seq, m in new.items() if m.sender_id == self.owner_id]
-        if own_seqs:
+        if own_seqs and max(own_seqs) > self.has_read_seq:
             self._advance_read_position(max(own_seqs), ReadCause.OWN_MESSAGE)
         return outcome
 
@@ -419,6 +436,13 @@ class Conversation(Aggregate):
             and seq not in self._read_above
         )
 
+    def _received_below(self, seq: int) -> bool:
+        # Ranges of seqs received at or below the read position, sorted.
+        index = bisect_right(self._received, [seq, MAX_SEQ]) - 1
+        return (
+            index >= 0 and self._received[index][0] <= seq <= self._received[index][1]
+        )
+
     def _check_sender(self, sender_id: str) -> None:
         # A single chat with a known peer has exactly two possible senders.
         if self.peer_user_id is None or self.kind is ConversationKind.GROUP:
@@ -514,18 +538,27 @@ class Conversation(Aggregate):
         self.has_read_seq = 0
         self.unread_count = 0
         self._messages: dict[int, KnownMessage] = {}
+        # Ranges of the seqs received at or below has_read_seq, which are no
+        # longer kept as messages; a gap is a message that has not arrived.
+        self._received: list[list[int]] = []
         # Seqs above has_read_seq that were read individually.
         self._read_above: set[int] = set()
         self._client_ids: dict[str, int] = {}
 
     def _apply_messages_pulled(self, event: Conversation.MessagesPulled) -> None:
+        late = []
         for data in event.messages:
             seq = data["seq"]
+            if seq <= self.has_read_seq:
+                late.append(seq)
+                continue
             self._messages[seq] = KnownMessage(
                 data["sender_id"], data["client_msg_id"], data["counts_as_unread"]
             )
             if data["client_msg_id"] is not None:
                 self._client_ids[data["client_msg_id"]] = seq
+        if late:
+            self._received = merge_ranges(self._received, late)
         self.max_seq = event.max_seq
         self.unread_count = event.unread_count
 
@@ -545,10 +578,13 @@ class Conversation(Aggregate):
             return
         self.has_read_seq = has_read_seq
         # Messages at or below the position are read; only the seqs above matter.
-        for seq in [seq for seq in self._messages if seq <= has_read_seq]:
+        passed = [seq for seq in self._messages if seq <= has_read_seq]
+        for seq in passed:
             client_msg_id = self._messages.pop(seq).client_msg_id
             if client_msg_id is not None:
                 self._client_ids.pop(client_msg_id, None)
+        if passed:
+            self._received = merge_ranges(self._received, passed)
         self._read_above = {seq for seq in self._read_above if seq > has_read_seq}
 
     # ---- snapshots ---------------------------------------------------------
@@ -567,6 +603,7 @@ class Conversation(Aggregate):
             "unread_count": self.unread_count,
             "messages": [[seq, *message] for seq, message in self._messages.items()],
             "read_above": to_ranges(self._read_above),
+            "received": self._received,
         }
 
     @classmethod
@@ -594,6 +631,11 @@ class Conversation(Aggregate):
             if message.client_msg_id is not None
         }
         conversation._read_above = set(iter_ranges(state["read_above"]))
+        # Snapshots taken before these ranges existed treat every seq at or
+        # below the position as received, which is what they did.
+        has_read_seq = conversation.has_read_seq
+        default = [[1, has_read_seq]] if has_read_seq > 0 else []
+        conversation._received = [list(r) for r in state.get("received", default)]
         return conversation
 
 

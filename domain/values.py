@@ -165,3 +165,14 @@ def iter_ranges(ranges: Iterable[Iterable[int]]) -> Iterator[int]:
     """Expand inclusive `[first, last]` ranges into their seqs."""
     for first, last in ranges:
         yield from range(first, last + 1)
+
+
+def merge_ranges(ranges: list[list[int]], seqs: Iterable[int]) -> list[list[int]]:
+    """Add seqs to sorted, disjoint inclusive ranges, joining adjacent ones."""
+    merged: list[list[int]] = []
+    for first, last in sorted([*ranges, *([seq, seq] for seq in seqs)]):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged

@@ -136,7 +136,7 @@ def test_processes_starting_together_create_tables_once(database_url: str) -> No
     def start() -> None:
         try:
             build_service(Settings(database_url=database_url)).close()
-        except BaseException as error:  # noqa: BLE001 (reported by the assertion)
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=start) for _ in range(4)]

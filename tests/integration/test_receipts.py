@@ -231,3 +231,22 @@ def test_rebuild_reproduces_feed_and_counts(settings: Settings) -> None:
     assert set(before) == {"feed", "messages", "readers"}
     assert after == before
     assert unread_after == unread_before
+
+
+def test_out_of_order_message_counts_earlier_reader(service: Service) -> None:
+    group = ["a", "b", "c"]
+    service.app.fan_out("sg_late", message(2, "b"), group, kind=ConversationKind.GROUP)
+    service.app.fan_out("sg_late", message(1, "a"), group, kind=ConversationKind.GROUP)
+
+    position = service.app.set_has_read_seq("c", "sg_late", 2).position
+    page = readers(service, "sg_late", 1, position)
+    receipts = feed(service, "a", position).receipts
+
+    assert [r.reader_id for r in page.readers] == ["b", "c"]
+    assert page.message.read_count == 2
+    assert page.not_read_by == []
+    group_reads = [(r.reader_id, r.payload) for r in receipts if r.kind == "group_read"]
+    assert group_reads == [
+        ("b", {"messages": [{"seq": 1, "read_count": 1}]}),
+        ("c", {"messages": [{"seq": 1, "read_count": 2}]}),
+    ]

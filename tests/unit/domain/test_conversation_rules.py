@@ -609,3 +609,53 @@ def test_max_seq_is_accepted() -> None:
 
     assert conversation.has_read_seq == MAX_SEQ
     assert conversation.unread_count == 0
+
+
+# ---- late messages ----------------------------------------------------------
+
+
+def test_late_message_below_position_is_recorded_read() -> None:
+    conversation = Conversation.start("B", "sg_x")
+    conversation.pull(messages("A", 2))
+    conversation.pull(messages("B", 3))
+    conversation.collect_events()
+
+    outcome = conversation.pull(messages("A", 1))
+
+    assert outcome.new_seqs == [1]
+    assert conversation.unread_count == 0
+    (event,) = conversation.collect_events()
+    assert isinstance(event, Conversation.MessagesPulled)
+    assert event.read_on_arrival == [[1, 1]]
+    assert conversation.pull(messages("A", 1)).known_seqs == [1]
+    assert conversation.collect_events() == []
+
+
+def test_message_marked_before_arrival_is_read() -> None:
+    conversation = Conversation.start("B", "sg_x")
+    conversation.pull(messages("A", 1, 3))
+    conversation.mark_seqs_read([2])
+    conversation.collect_events()
+
+    conversation.pull(messages("A", 2))
+
+    (event,) = conversation.collect_events()
+    assert isinstance(event, Conversation.MessagesPulled)
+    assert event.read_on_arrival == [[2, 2]]
+    assert conversation.unread_count == 2
+    assert conversation.unread_seqs == [1, 3]
+
+
+def test_late_own_message_keeps_position() -> None:
+    conversation = bob_with_unread(5, 5)
+
+    conversation.pull(messages("B", 7))
+    conversation.pull([ReceivedMessage(6, "B", SENT_AT)])
+
+    assert conversation.has_read_seq == 7
+    events = conversation.collect_events()
+    assert [type(e).__name__ for e in events] == [
+        "MessagesPulled",
+        "HasReadSeqSet",
+        "MessagesPulled",
+    ]
