@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from application.service import ReadStateApp
 from domain.conversation import Conversation
+from domain.errors import DomainError
 from domain.values import ConversationKind, ReceivedMessage
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class ImportedConversation:
     members: list[str]
     deliveries: list[list[ReceivedMessage]]
     pull_on_post: bool = False
+    # Where the conversation comes from, for error messages.
+    source: str = ""
 
     @property
     def message_count(self) -> int:
@@ -53,6 +56,15 @@ class ImportStats:
 
 
 ImportProgress = Callable[[ImportStats], None]
+
+
+class ImportFailedError(Exception):
+    """A conversation of a data set breaks a read-state rule."""
+
+    def __init__(self, source: str, error: DomainError) -> None:
+        self.source = source
+        self.error = error
+        super().__init__(f"cannot import {source}: {error}")
 
 
 def import_conversations(
@@ -74,21 +86,21 @@ def import_conversations(
     first, so importing the same data again records nothing new.
     """
     importer = _Importer(app, events_per_transaction, messages_per_transaction)
-    for imported in conversations:
-        views = {m: _load_or_start(app, imported, m) for m in imported.members}
-        importer.track(views.values())
-        if imported.pull_on_post:
-            importer.pull_on_post(imported, views)
-        else:
-            for delivery in imported.deliveries:
-                for view in views.values():
-                    importer.pull(view, delivery)
-        importer.stats.conversations += 1
-        importer.stats.messages += imported.message_count
-        if importer.flush_if_full() and progress is not None:
-            progress(importer.stats)
+    try:
+        for imported in conversations:
+            try:
+                importer.replay(imported)
+            except DomainError as error:
+                raise ImportFailedError(imported.source, error) from error
+            importer.stats.conversations += 1
+            importer.stats.messages += imported.message_count
+            if importer.flush_if_full() and progress is not None:
+                progress(importer.stats)
+    finally:
+        # Whatever was replayed is consistent, so a failure keeps it; importing
+        # the same data again continues where this run stopped.
+        importer.flush()
 
-    importer.flush()
     if progress is not None:
         progress(importer.stats)
     stats = importer.stats
@@ -113,10 +125,23 @@ class _Importer:
         self.started = time.monotonic()
         self.pending: dict[int, Conversation] = {}
         self.pending_messages = 0
+        self.seen: set[str] = set()
 
-    def track(self, views: Iterable[Conversation]) -> None:
-        for view in views:
+    def replay(self, imported: ImportedConversation) -> None:
+        if imported.conversation_id in self.seen:
+            # The same conversation again in one run (a duplicate file, say):
+            # commit what is pending so that loading sees it.
+            self.flush()
+        self.seen.add(imported.conversation_id)
+        views = {m: _load_or_start(self.app, imported, m) for m in imported.members}
+        for view in views.values():
             self.pending[id(view)] = view
+        if imported.pull_on_post:
+            self.pull_on_post(imported, views)
+        else:
+            for delivery in imported.deliveries:
+                for view in views.values():
+                    self.pull(view, delivery)
 
     def pull(self, view: Conversation, messages: Sequence[ReceivedMessage]) -> None:
         # Chunks keep each recorded event as small as one API request makes it.

@@ -86,4 +86,5 @@ def _conversation(chat_id: str, chat: Any) -> ImportedConversation:
         kind=ConversationKind.SINGLE,
         members=members,
         deliveries=deliveries,
+        source=f"chat {chat_id}",
     )

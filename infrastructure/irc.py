@@ -22,7 +22,6 @@ from domain.values import (
     ConversationKind,
     ReceivedMessage,
     check_conversation_id,
-    check_user_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +47,11 @@ def find_logs(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found.extend(
-                sorted(p for p in path.rglob("*") if p.name.endswith(LOG_SUFFIXES))
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.name.endswith(LOG_SUFFIXES) and p.is_file()
+                )
             )
         elif path.is_file():
             found.append(path)
@@ -78,10 +81,11 @@ def _escape(char: str) -> str:
 
 
 def conversation_id_for(path: Path) -> str:
-    """Name the conversation after the log's folder and file name."""
-    stem = path.name
-    for suffix in LOG_SUFFIXES:
-        stem = stem.removesuffix(suffix)
+    """Name the conversation after the log's folder and file name.
+
+    Only `.txt` is dropped, so `x.raw.txt` and `x.ascii.txt` stay apart.
+    """
+    stem = path.name.removesuffix(".txt")
     conversation_id = f"{CONVERSATION_ID_PREFIX}{path.parent.name}.{stem}"
     try:
         return check_conversation_id(conversation_id)
@@ -94,36 +98,57 @@ def read_log(path: Path) -> ImportedConversation:
     """Read one log as a group whose members are the nicks that post in it.
 
     Seqs follow the order of user messages. Every member sees the whole log,
-    and a member who posts has read everything before the post.
+    and a member who posts has read everything before the post. A message
+    line with an impossible date or time, or a nick that cannot become a
+    user ID, is skipped with a warning naming the file and line.
     """
-    file_date = _FILE_DATE.search(path.name)
-    day = date.fromisoformat(file_date.group(1)) if file_date else date(1970, 1, 1)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        msg = f"cannot read IRC log {path}: {error}"
+        raise LogFormatError(msg) from error
+    day = _file_date(path)
     messages: list[ReceivedMessage] = []
     members: list[str] = []
     previous: datetime | None = None
-    with path.open(encoding="utf-8", errors="replace") as file:
-        for line in file:
+    for number, line in enumerate(lines, start=1):
+        try:
             parsed = _parse(line, day)
             if parsed is None:
                 continue
             sent_at, nick = parsed
-            if previous is not None and sent_at < previous - timedelta(hours=12):
-                # Minute-only Ubuntu lines wrap around at midnight.
-                day += timedelta(days=1)
-                sent_at += timedelta(days=1)
-            previous = sent_at
             user_id = nick_to_user_id(nick)
-            check_user_id(user_id)
-            if user_id not in members:
-                members.append(user_id)
-            messages.append(ReceivedMessage(len(messages) + 1, user_id, sent_at))
+        except (ValueError, LogFormatError) as error:
+            logger.warning("skipped line %d of %s: %s", number, path, error)
+            continue
+        if previous is not None and sent_at < previous - timedelta(hours=12):
+            # Minute-only Ubuntu lines wrap around at midnight.
+            day += timedelta(days=1)
+            sent_at += timedelta(days=1)
+        previous = sent_at
+        if user_id not in members:
+            members.append(user_id)
+        messages.append(ReceivedMessage(len(messages) + 1, user_id, sent_at))
     return ImportedConversation(
         conversation_id=conversation_id_for(path),
         kind=ConversationKind.GROUP,
         members=members,
         deliveries=[[message] for message in messages],
         pull_on_post=True,
+        source=str(path),
     )
+
+
+def _file_date(path: Path) -> date:
+    # Ubuntu logs have no date on their lines; the file name carries it.
+    found = _FILE_DATE.search(path.name)
+    if found is None:
+        return date(1970, 1, 1)
+    try:
+        return date.fromisoformat(found.group(1))
+    except ValueError:
+        logger.warning("file name %s has an invalid date; using 1970-01-01", path)
+        return date(1970, 1, 1)
 
 
 def read_logs(paths: Iterable[Path]) -> Iterator[ImportedConversation]:
@@ -145,6 +170,9 @@ def _parse(line: str, day: date) -> tuple[datetime, str] | None:
     ubuntu = _UBUNTU_LINE.match(line)
     if ubuntu:
         hour, minute, nick = ubuntu.groups()
+        if int(hour) > 23 or int(minute) > 59:
+            msg = f"invalid time [{hour}:{minute}]"
+            raise ValueError(msg)
         sent_at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
             hours=int(hour), minutes=int(minute)
         )

@@ -130,7 +130,7 @@ def test_log_line_formats(tmp_path: Path) -> None:
 
     imported = read_log(log)
 
-    assert imported.conversation_id == f"sg_irc.{tmp_path.name}.meeting.0"
+    assert imported.conversation_id == f"sg_irc.{tmp_path.name}.meeting.0.ascii"
     assert imported.members == ["ann", "bo:7c"]
     times = [d[0].sent_at.isoformat() for d in imported.deliveries]
     assert times == [
@@ -146,3 +146,43 @@ def test_log_without_messages_is_skipped(tmp_path: Path) -> None:
     empty.write_text("=== ann has joined #chan\n", encoding="utf-8")
 
     assert list(read_logs([empty])) == []
+
+
+def test_bad_lines_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "2020-13-45_00.raw.txt"
+    log.write_text(
+        "[10:00] <ann> fine\n"
+        "[99:99] <bo> impossible time\n"
+        "[10:01] <.> a nick that cannot be a user ID\n"
+        "[10:02] <bo> fine too\n",
+        encoding="utf-8",
+    )
+
+    with caplog.at_level("WARNING", logger="infrastructure.irc"):
+        imported = read_log(log)
+
+    assert imported.members == ["ann", "bo"]
+    assert imported.message_count == 2
+    assert "line 2 of" in caplog.text
+    assert "line 3 of" in caplog.text
+    assert "invalid date" in caplog.text
+
+
+def test_same_log_twice_in_one_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "chan.raw.txt"
+    log.write_text("[10:00] <ann> hi\n[10:01] <bo> hello\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path}/twice.db"
+
+    exit_code = main(
+        ["--database-url", url, "import", "irc", str(log), str(log), "--json"]
+    )
+
+    captured = capsys.readouterr()
+    assert exit_code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["conversations"] == 2
+    assert summary["total_unread"] == 1
