@@ -25,12 +25,23 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 
 
+class GroupCommitStats(BaseModel):
+    """Counts of the group committer since the process started."""
+
+    batches: int
+    units: int
+    events: int
+    split_batches: int
+    largest_batch: int
+
+
 class HealthResponse(BaseModel):
     """Liveness of the service and the head of its event log."""
 
     status: str
     database: str
     position: int
+    group_commit: GroupCommitStats | None
 
 
 class ProblemTypeDescription(BaseModel):
@@ -64,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await service.unread_view.async_reads.close()
             await anyio.to_thread.run_sync(_close, service)
             logger.info("readseq stopped")
 
@@ -86,10 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", tags=["service"])
     def health(service: ServiceDep) -> HealthResponse:
         """Check the event store and return the head of the log."""
+        committer = service.app.committer
+        stats = None
+        if committer is not None:
+            stats = GroupCommitStats(**vars(committer.stats))
         return HealthResponse(
             status="ok",
             database=service.settings.database.backend,
             position=service.app.head_position(),
+            group_commit=stats,
         )
 
     @app.get("/problems/{slug}", tags=["service"], responses=problem_responses(404))

@@ -86,8 +86,10 @@ class ProjectionWorker:
         *,
         batch_size: int = 500,
         idle_poll_seconds: float = 1.0,
+        linger_seconds: float = 0.02,
     ) -> None:
         self.app = app
+        self.linger_seconds = linger_seconds
         if not isinstance(projections, Sequence):
             projections = [projections]
         self.projections = list(projections)
@@ -96,6 +98,8 @@ class ProjectionWorker:
         self._positions = {p.name: p.position() for p in self.projections}
         self._advanced = threading.Condition()
         self._wake = threading.Event()
+        # Set while a query waits for a position, to skip the linger.
+        self._urgent = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -114,7 +118,12 @@ class ProjectionWorker:
         return self._positions[name]
 
     def wake(self, _position: int | None = None) -> None:
-        """Ask the worker thread to look for new events now."""
+        """Ask the worker thread to look for new events."""
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """Ask for new events now, without lingering, for a waiting query."""
+        self._urgent.set()
         self._wake.set()
 
     def _follow_external_reset(self) -> None:
@@ -242,6 +251,12 @@ class ProjectionWorker:
                 self._follow_external_reset()
                 self._wake.wait(self.idle_poll_seconds)
                 self._wake.clear()
+            elif count < self.batch_size and not self._urgent.is_set():
+                # Caught up with a small batch: let events gather a moment, so
+                # that under load one transaction serves many events. A query
+                # waiting for a position cuts the wait short.
+                self._urgent.wait(self.linger_seconds)
+            self._urgent.clear()
         logger.info("projection %s stopped at position %d", self.name, self.position)
 
     def start(self) -> None:
@@ -256,6 +271,7 @@ class ProjectionWorker:
         """Stop the worker thread after its current batch."""
         self._stop.set()
         self._wake.set()
+        self._urgent.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -268,7 +284,7 @@ class ProjectionWorker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._wake.set()
+                self.hurry()
                 self._advanced.wait(remaining)
         return True
 
@@ -422,7 +438,7 @@ class ReadModels:
             if remaining <= 0:
                 raise ReadModelTimeoutError(name, min_position, position, timeout)
             if worker is not None:
-                worker.wake()
+                worker.hurry()
             await anyio.sleep(min(interval, remaining))
             interval = min(interval * 2, max_interval)
 

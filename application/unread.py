@@ -7,11 +7,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 from typing import Protocol
 from uuid import UUID
-
-import anyio.to_thread
 
 from application.errors import ReadModelTimeoutError
 from application.projections import ProjectedEvent, ReadModels
@@ -97,6 +94,12 @@ class UnreadCountsView(Protocol):
 
         All three come from one consistent snapshot of the read model.
         """
+        ...
+
+    async def snapshot_async(
+        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
+    ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+        """Read like `snapshot`, awaited on the event loop."""
         ...
 
     def summary(self) -> UnreadSummary:
@@ -247,14 +250,8 @@ class UnreadQueries:
         deadline = time.monotonic() + timeout
         await self.read_models.wait_for_async(name, min_position, timeout)
         while True:
-            totals, rows, position = await anyio.to_thread.run_sync(
-                partial(
-                    self.view.snapshot,
-                    owner_id,
-                    after=after,
-                    limit=limit + 1,
-                    include_read=include_read,
-                )
+            totals, rows, position = await self.view.snapshot_async(
+                owner_id, after=after, limit=limit + 1, include_read=include_read
             )
             if position >= min_position:
                 break

@@ -188,13 +188,6 @@ def rebuild_rate(database_url: str) -> dict[str, float]:
     return rates
 
 
-def group_commit_line(log: Path) -> str:
-    found = re.findall(
-        r"group commit stopped after .*", log.read_text(errors="replace")
-    )
-    return found[-1] if found else "no group commit summary in the log"
-
-
 def report(
     results: dict[str, dict[str, LoadResult]],
     rss: dict[str, float],
@@ -329,10 +322,11 @@ def main() -> None:
                         file=sys.stderr,
                     )
             rss = {server.name: server.peak_rss_mb() for server in servers}
+            health = httpx.get(f"http://127.0.0.1:{readseq.port}/health").json()
+            commits = f"group commit: {health['group_commit']}"
         finally:
             for server in servers:
                 server.stop()
-        commits = group_commit_line(readseq.log)
         rates = rebuild_rate(readseq_url)
 
     summary = report(results, rss, rates, commits)

@@ -7,6 +7,7 @@ schema-qualified identifiers and `%s` for PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,7 +16,9 @@ from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
-from psycopg import sql
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from application.projections import ProjectionPositionMovedError
 
@@ -173,6 +176,53 @@ def dialect_for(datastore: object) -> Dialect:
         return PostgresDialect(datastore)
     msg = f"read models need SQLite or PostgreSQL, not {type(datastore).__name__}"
     raise TypeError(msg)
+
+
+class AsyncReadPool:
+    """A small psycopg async pool for queries that the event loop awaits.
+
+    It opens on first use, inside the running loop, and reuses the
+    connection settings of the library's PostgreSQL pool.
+    """
+
+    MAX_CONNECTIONS = 8
+
+    def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
+        self.datastore = datastore
+        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def pool(self) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+        """Return the open pool, opening it in the running event loop.
+
+        A pool belongs to the loop that opened it, so another loop (a test's,
+        say) gets its own pool.
+        """
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._loop is not loop:
+            self._pool = None
+        if self._pool is None:
+            self._loop = loop
+            assert isinstance(self.datastore, PostgresDatastore)
+            library_kwargs = self.datastore.pool.kwargs
+            assert isinstance(library_kwargs, dict)
+            kwargs = dict(library_kwargs, row_factory=dict_row)
+            pool = AsyncConnectionPool(
+                connection_class=AsyncConnection[DictRow],
+                kwargs=kwargs,
+                min_size=1,
+                max_size=self.MAX_CONNECTIONS,
+                open=False,
+            )
+            await pool.open()
+            self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the pool if it was opened."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 class TrackedView:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 from uuid import UUID
 
+import anyio.to_thread
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
@@ -17,7 +19,7 @@ from application.unread import (
     UnreadRow,
     UnreadSummary,
 )
-from infrastructure.sql_views import Cursor, Dialect, TrackedView
+from infrastructure.sql_views import AsyncReadPool, Cursor, Dialect, TrackedView
 
 CONVERSATIONS_TABLE = "readseq_unread_conversations"
 TOTALS_TABLE = "readseq_unread_totals"
@@ -100,8 +102,13 @@ DELETE_TOTALS = "DELETE FROM {totals}"
 class UnreadCountsSqlView(TrackedView):
     """Stores unread rows and totals beside the event store, in the same database."""
 
-    def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
+    def __init__(
+        self,
+        datastore: SQLiteDatastore | PostgresDatastore,
+        async_reads: AsyncReadPool | None = None,
+    ) -> None:
         super().__init__(datastore, UnreadCountsProjection.name)
+        self.async_reads = async_reads or AsyncReadPool(datastore)
         tables = {"conversations": CONVERSATIONS_TABLE, "totals": TOTALS_TABLE}
         self._tables = tables
         self._upsert_row = self._sql(UPSERT_ROW, **tables)
@@ -189,38 +196,39 @@ class UnreadCountsSqlView(TrackedView):
         self, owner_id: str, after: str, limit: int, minimum_unread: int
     ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
         assert isinstance(self.datastore, PostgresDatastore)
-        params = (
-            self.projection_name,
-            owner_id,
-            owner_id,
-            after,
-            minimum_unread,
-            limit,
-        )
+        params = self._page_params(owner_id, after, limit, minimum_unread)
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(self._select_page_with_totals, params, prepare=True)
             rows = cursor.fetchall()
-        if not rows:
-            return UnreadTotals(owner_id, 0, 0), [], 0
-        first = rows[0]
-        totals = UnreadTotals(
-            owner_id,
-            int(first["total_unread"] or 0),
-            int(first["conversations_with_unread"] or 0),
-        )
-        conversations = [
-            UnreadConversation(
-                conversation_id=row["conversation_id"],
-                kind=row["kind"],
-                max_seq=int(row["max_seq"]),
-                has_read_seq=int(row["has_read_seq"]),
-                unread_count=int(row["unread_count"]),
-                updated_at=row["updated_at"],
+        return _page_from_rows(owner_id, rows)
+
+    async def snapshot_async(
+        self, owner_id: str, *, after: str | None, limit: int, include_read: bool
+    ) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+        """Read like `snapshot`, without holding a thread while PostgreSQL works."""
+        if not isinstance(self.datastore, PostgresDatastore):
+            return await anyio.to_thread.run_sync(
+                partial(
+                    self.snapshot,
+                    owner_id,
+                    after=after,
+                    limit=limit,
+                    include_read=include_read,
+                )
             )
-            for row in rows
-            if row["conversation_id"] is not None
-        ]
-        return totals, conversations, int(first["position"])
+        params = self._page_params(
+            owner_id, after or "", limit, 0 if include_read else 1
+        )
+        pool = await self.async_reads.pool()
+        async with pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(self._select_page_with_totals, params, prepare=True)
+            rows = await cursor.fetchall()
+        return _page_from_rows(owner_id, rows)
+
+    def _page_params(
+        self, owner_id: str, after: str, limit: int, minimum_unread: int
+    ) -> tuple[str, str, str, str, int, int]:
+        return (self.projection_name, owner_id, owner_id, after, minimum_unread, limit)
 
     def summary(self) -> UnreadSummary:
         """Return counts over all owners."""
@@ -232,6 +240,32 @@ class UnreadCountsSqlView(TrackedView):
             conversations=int(row["conversations"]),
             total_unread=int(row["total_unread"]),
         )
+
+
+def _page_from_rows(
+    owner_id: str, rows: Sequence[Any]
+) -> tuple[UnreadTotals, list[UnreadConversation], int]:
+    if not rows:
+        return UnreadTotals(owner_id, 0, 0), [], 0
+    first = rows[0]
+    totals = UnreadTotals(
+        owner_id,
+        int(first["total_unread"] or 0),
+        int(first["conversations_with_unread"] or 0),
+    )
+    conversations = [
+        UnreadConversation(
+            conversation_id=row["conversation_id"],
+            kind=row["kind"],
+            max_seq=int(row["max_seq"]),
+            has_read_seq=int(row["has_read_seq"]),
+            unread_count=int(row["unread_count"]),
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+        if row["conversation_id"] is not None
+    ]
+    return totals, conversations, int(first["position"])
 
 
 class _UnreadCountsTransaction:
