@@ -100,7 +100,9 @@ class CommandExecutor:
     are retried with fresh loads and full-jitter exponential backoff.
     """
 
-    LOCK_STRIPES = 256
+    # Many stripes, so that unrelated aggregates rarely share one; a shared
+    # stripe sends a command from the event loop to a worker thread.
+    LOCK_STRIPES = 4096
     MAX_ATTEMPTS = 12
     # Backoff before retry n is uniform in [0, min(cap, base * 2**n)] seconds.
     RETRY_BACKOFF_BASE = 0.002

@@ -9,9 +9,11 @@ at a time (readseq first, then the baseline):
   no request is a no-op;
 - unread read: `GET /v1/users/{u}/unread` at concurrency 1 and 16.
 
-Then it stops readseq, times a rebuild of its projections (catch-up events/s)
-and reports the peak RSS of both server processes. Every scenario is bounded
-by a request count and a time limit, so a run takes a few minutes.
+The scenarios run in several rounds that alternate the two servers, and each
+figure is the median over the rounds. Then it stops readseq, times a rebuild
+of its projections (catch-up events/s) and reports the peak RSS of both
+server processes. Every scenario is bounded by a request count and a time
+limit, so a run takes a few minutes.
 
     python benchmarks/compare_crud.py \
         --postgres-url postgresql://postgres@127.0.0.1:5432/test
@@ -25,6 +27,7 @@ import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,7 +192,7 @@ def rebuild_rate(database_url: str) -> dict[str, float]:
 
 
 def report(
-    results: dict[str, dict[str, LoadResult]],
+    results: dict[str, dict[str, list[LoadResult]]],
     rss: dict[str, float],
     rates: dict[str, float],
     commits: str,
@@ -205,9 +208,19 @@ def report(
     rows: list[tuple[str, float, float]] = []
     for name, by_server in results.items():
         ours, theirs = by_server["readseq"], by_server["baseline"]
-        rows.append((f"{name} req/s", ours.rate, theirs.rate))
-        rows.append((f"{name} p50 ms", ours.percentile(0.5), theirs.percentile(0.5)))
-        rows.append((f"{name} p99 ms", ours.percentile(0.99), theirs.percentile(0.99)))
+        measures: list[tuple[str, Callable[[LoadResult], float]]] = [
+            ("req/s", lambda r: r.rate),
+            ("p50 ms", lambda r: r.percentile(0.5)),
+            ("p99 ms", lambda r: r.percentile(0.99)),
+        ]
+        for label, measure in measures:
+            rows.append(
+                (
+                    f"{name} {label}",
+                    statistics.median(measure(r) for r in ours),
+                    statistics.median(measure(r) for r in theirs),
+                )
+            )
     rows.append(("peak RSS MB", rss["readseq"], rss["baseline"]))
     for metric, ours_value, theirs_value in rows:
         ratio = ours_value / theirs_value if theirs_value else float("nan")
@@ -216,10 +229,10 @@ def report(
         print(f"{'catch-up ' + projection + ' events/s':<32} {rate:>12.0f}")
     print(commits)
     errors = {
-        f"{name}/{server}": result.errors
+        f"{name}/{server}": sum(r.errors for r in rounds)
         for name, by_server in results.items()
-        for server, result in by_server.items()
-        if result.errors
+        for server, rounds in by_server.items()
+        if any(r.errors for r in rounds)
     }
     if errors:
         print(f"requests with error status: {errors}")
@@ -247,11 +260,15 @@ def main() -> None:
         "--reads", type=int, default=20_000, help="unread reads per scenario"
     )
     parser.add_argument(
-        "--max-seconds", type=float, default=45.0, help="time limit per scenario"
+        "--max-seconds",
+        type=float,
+        default=45.0,
+        help="time limit per scenario and server, over all rounds",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     args = parser.parse_args()
     users = [f"user{index:05d}" for index in range(args.users)]
-    results: dict[str, dict[str, LoadResult]] = {}
+    results: dict[str, dict[str, list[LoadResult]]] = {}
     scenarios: list[tuple[str, Callable[[], Callable[[int, int], bytes]], int, int]] = [
         ("mark-read c16", lambda: mark_read_requests(users, 16), 16, args.writes),
         ("mark-read c64", lambda: mark_read_requests(users, 64), 64, args.writes),
@@ -303,24 +320,31 @@ def main() -> None:
                     total=2000,
                     max_seconds=20,
                 )
-            for name, factory, concurrency, total in scenarios:
-                for server in servers:
-                    result = run_load(
-                        "127.0.0.1",
-                        server.port,
-                        factory(),
-                        concurrency=concurrency,
-                        total=total,
-                        max_seconds=args.max_seconds,
-                    )
-                    results.setdefault(name, {})[server.name] = result
-                    print(
-                        f"{name:<15} {server.name:<9} {result.rate:>8.0f} req/s "
-                        f"p50 {result.percentile(0.5):6.2f} ms "
-                        f"p99 {result.percentile(0.99):6.2f} ms "
-                        f"errors {result.errors}",
-                        file=sys.stderr,
-                    )
+            # Rounds alternate the two servers, so that drift on a shared
+            # machine affects both; each figure is the median of the rounds.
+            for round_number in range(1, args.rounds + 1):
+                for name, factory, concurrency, total in scenarios:
+                    for server in servers:
+                        result = run_load(
+                            "127.0.0.1",
+                            server.port,
+                            factory(),
+                            concurrency=concurrency,
+                            total=total // args.rounds,
+                            max_seconds=args.max_seconds / args.rounds,
+                        )
+                        rounds = results.setdefault(name, {}).setdefault(
+                            server.name, []
+                        )
+                        rounds.append(result)
+                        print(
+                            f"round {round_number} {name:<15} {server.name:<9} "
+                            f"{result.rate:>8.0f} req/s "
+                            f"p50 {result.percentile(0.5):6.2f} ms "
+                            f"p99 {result.percentile(0.99):6.2f} ms "
+                            f"errors {result.errors}",
+                            file=sys.stderr,
+                        )
             rss = {server.name: server.peak_rss_mb() for server in servers}
             health = httpx.get(f"http://127.0.0.1:{readseq.port}/health").json()
             commits = f"group commit: {health['group_commit']}"

@@ -35,6 +35,9 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": str(settings.db_max_overflow),
         # Seconds to wait for a pooled connection. The library retries a pool
         # timeout 10 times, so a small value keeps a failing request short.
+        "APPLICATION_RECORDER_TOPIC": (
+            "infrastructure.pg_recorder:ColumnArrayApplicationRecorder"
+        ),
         "POSTGRES_CONNECT_TIMEOUT": "5",
         # No pre-ping: it costs a round trip per checkout, and the library
         # retries statements that fail on a broken connection.
