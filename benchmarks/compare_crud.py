@@ -151,10 +151,13 @@ def seed_baseline(base_url: str, schema_name: str, users: list[str]) -> None:
 
 
 def mark_read_requests(
-    users: list[str], concurrency: int
+    users: list[str], concurrency: int, positions: dict[str, int]
 ) -> Callable[[int, int], bytes]:
-    """Each client cycles through its own users and moves each one forward."""
-    positions: dict[str, int] = {}
+    """Each client cycles through its own users and moves each one forward.
+
+    `positions` must persist for one server across scenarios and rounds, so
+    that every request is an effective change and none is a stale no-op.
+    """
     per_client = max(1, len(users) // concurrency)
 
     def make(client: int, number: int) -> bytes:
@@ -269,11 +272,24 @@ def main() -> None:
     args = parser.parse_args()
     users = [f"user{index:05d}" for index in range(args.users)]
     results: dict[str, dict[str, list[LoadResult]]] = {}
-    scenarios: list[tuple[str, Callable[[], Callable[[int, int], bytes]], int, int]] = [
-        ("mark-read c16", lambda: mark_read_requests(users, 16), 16, args.writes),
-        ("mark-read c64", lambda: mark_read_requests(users, 64), 64, args.writes),
-        ("unread GET c1", lambda: unread_requests(users), 1, args.reads // 4),
-        ("unread GET c16", lambda: unread_requests(users), 16, args.reads),
+    positions: dict[str, dict[str, int]] = {"readseq": {}, "baseline": {}}
+    scenarios: list[
+        tuple[str, Callable[[str], Callable[[int, int], bytes]], int, int]
+    ] = [
+        (
+            "mark-read c16",
+            lambda server: mark_read_requests(users, 16, positions[server]),
+            16,
+            args.writes,
+        ),
+        (
+            "mark-read c64",
+            lambda server: mark_read_requests(users, 64, positions[server]),
+            64,
+            args.writes,
+        ),
+        ("unread GET c1", lambda _: unread_requests(users), 1, args.reads // 4),
+        ("unread GET c16", lambda _: unread_requests(users), 16, args.reads),
     ]
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as logs:
@@ -307,7 +323,7 @@ def main() -> None:
                 run_load(
                     "127.0.0.1",
                     server.port,
-                    mark_read_requests(users, 16),
+                    mark_read_requests(users, 16, positions[server.name]),
                     concurrency=16,
                     total=2000,
                     max_seconds=20,
@@ -328,7 +344,7 @@ def main() -> None:
                         result = run_load(
                             "127.0.0.1",
                             server.port,
-                            factory(),
+                            factory(server.name),
                             concurrency=concurrency,
                             total=total // args.rounds,
                             max_seconds=args.max_seconds / args.rounds,
