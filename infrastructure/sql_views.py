@@ -206,7 +206,10 @@ class AsyncReadPool:
             assert isinstance(self.datastore, PostgresDatastore)
             library_kwargs = self.datastore.pool.kwargs
             assert isinstance(library_kwargs, dict)
-            kwargs = dict(library_kwargs, row_factory=dict_row)
+            # The library turns autocommit on in a configure callback, not in
+            # these arguments; without it every read would open a transaction
+            # that the pool then rolls back, one more round trip.
+            kwargs = dict(library_kwargs, row_factory=dict_row, autocommit=True)
             pool = AsyncConnectionPool(
                 connection_class=AsyncConnection[DictRow],
                 kwargs=kwargs,
