@@ -288,8 +288,8 @@ class UnreadConversationPublic(BaseModel):
 
     @classmethod
     def of(cls, row: UnreadConversation) -> UnreadConversationPublic:
-        """Convert a read-model row."""
-        return cls(
+        """Convert a read-model row; its values are typed, so none is validated."""
+        return cls.model_construct(
             conversation_id=row.conversation_id,
             kind=row.kind,
             max_seq=row.max_seq,

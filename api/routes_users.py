@@ -56,8 +56,9 @@ async def list_unread(
         min_position=min_position,
         timeout=service.settings.max_wait_seconds,
     )
+    # Every value comes typed from the read model, so none is validated again.
     return json_response(
-        UnreadListResponse(
+        UnreadListResponse.model_construct(
             user_id=user_id,
             total_unread=page.totals.total_unread,
             conversations_with_unread=page.totals.conversations_with_unread,

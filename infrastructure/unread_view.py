@@ -219,10 +219,7 @@ class UnreadCountsSqlView(TrackedView):
         params = self._page_params(
             owner_id, after or "", limit, 0 if include_read else 1
         )
-        pool = await self.async_reads.pool()
-        async with pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.execute(self._select_page_with_totals, params, prepare=True)
-            rows = await cursor.fetchall()
+        rows = await self.async_reads.fetch_all(self._select_page_with_totals, params)
         return _page_from_rows(owner_id, rows)
 
     def _page_params(
