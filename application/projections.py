@@ -12,9 +12,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -68,6 +68,7 @@ class Projection(Protocol):
 
 
 ProgressCallback = Callable[[int, int], None]
+ReadT = TypeVar("ReadT")
 
 
 class ProjectionWorker:
@@ -441,6 +442,32 @@ class ReadModels:
                 worker.hurry()
             await anyio.sleep(min(interval, remaining))
             interval = min(interval * 2, max_interval)
+
+    async def read_reached(
+        self,
+        name: str,
+        min_position: int,
+        timeout: float,
+        read: Callable[[], Awaitable[tuple[ReadT, int]]],
+    ) -> tuple[ReadT, int]:
+        """Wait for `min_position`, then read rows with the stored position.
+
+        `read` returns its rows and the position stored with them. While that
+        position is below `min_position` (the rows were reset by a rebuild in
+        another process, say), this waits again and rereads, until `timeout`
+        seconds have passed in all; then it raises `ReadModelTimeoutError`.
+        """
+        deadline = time.monotonic() + timeout
+        await self.wait_for_async(name, min_position, timeout)
+        while True:
+            rows, position = await read()
+            if position >= min_position:
+                return rows, position
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadModelTimeoutError(name, min_position, position, timeout)
+            self.rewind(name)
+            await self.wait_for_async(name, min_position, remaining)
 
     async def wait_beyond(self, name: str, position: int, timeout: float) -> int:
         """Wait until projection `name` passes `position`, or `timeout` seconds.

@@ -23,7 +23,6 @@ which makes (recipient, position) unique.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from uuid import UUID, uuid5
 
 import anyio.to_thread
 
-from application.errors import ApplicationError, ReadModelTimeoutError
+from application.errors import ApplicationError
 from application.projections import ProjectedEvent, ReadModels
 from domain.conversation import Conversation
 from domain.values import (
@@ -494,20 +493,15 @@ class ReceiptQueries:
     ) -> FeedPage:
         """Wait for `min_position`, then return notifications after `after`."""
         check_user_id(recipient_id)
-        name = ReceiptsProjection.name
-        deadline = time.monotonic() + timeout
-        await self.read_models.wait_for_async(name, min_position, timeout)
-        while True:
-            receipts, position = await anyio.to_thread.run_sync(
+
+        async def read() -> tuple[list[Receipt], int]:
+            return await anyio.to_thread.run_sync(
                 partial(self.view.feed, recipient_id, after=after, limit=limit + 1)
             )
-            if position >= min_position:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ReadModelTimeoutError(name, min_position, position, timeout)
-            self.read_models.rewind(name)
-            await self.read_models.wait_for_async(name, min_position, remaining)
+
+        receipts, position = await self.read_models.read_reached(
+            ReceiptsProjection.name, min_position, timeout, read
+        )
         next_after = receipts[limit - 1].position if len(receipts) > limit else None
         return FeedPage(receipts[:limit], next_after, position)
 
@@ -524,28 +518,31 @@ class ReceiptQueries:
     ) -> ReadersPage:
         """Wait for `min_position`, then return one group message's read receipts."""
         check_conversation_id(conversation_id)
-        name = ReceiptsProjection.name
-        deadline = time.monotonic() + timeout
-        await self.read_models.wait_for_async(name, min_position, timeout)
-        # A rebuild elsewhere may have reset the stored rows since the wait.
-        while (position := await anyio.to_thread.run_sync(self.view.position)) < (
-            min_position
-        ):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ReadModelTimeoutError(name, min_position, position, timeout)
-            self.read_models.rewind(name)
-            await self.read_models.wait_for_async(name, min_position, remaining)
-        return await anyio.to_thread.run_sync(
-            partial(
-                self._readers_now,
-                conversation_id,
-                seq,
-                readers_after=readers_after,
-                not_read_after=not_read_after,
-                limit=limit,
+
+        async def read() -> tuple[ReadersPage | None, int]:
+            # The position is read first, so the rows are at least that new;
+            # while it is behind (a rebuild elsewhere), the message may be
+            # missing, which must not answer 404.
+            position = await anyio.to_thread.run_sync(self.view.position)
+            if position < min_position:
+                return None, position
+            page = await anyio.to_thread.run_sync(
+                partial(
+                    self._readers_now,
+                    conversation_id,
+                    seq,
+                    readers_after=readers_after,
+                    not_read_after=not_read_after,
+                    limit=limit,
+                )
             )
+            return page, position
+
+        page, _ = await self.read_models.read_reached(
+            ReceiptsProjection.name, min_position, timeout, read
         )
+        assert page is not None
+        return page
 
     def _readers_now(
         self,

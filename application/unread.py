@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -10,7 +9,6 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from application.errors import ReadModelTimeoutError
 from application.projections import ProjectedEvent, ReadModels
 from application.results import UnreadConversation, UnreadTotals
 from domain.conversation import Conversation
@@ -246,19 +244,15 @@ class UnreadQueries:
         older than `min_position`, even right after a rebuild elsewhere.
         """
         check_user_id(owner_id)
-        name = UnreadCountsProjection.name
-        deadline = time.monotonic() + timeout
-        await self.read_models.wait_for_async(name, min_position, timeout)
-        while True:
+
+        async def read() -> tuple[tuple[UnreadTotals, list[UnreadConversation]], int]:
             totals, rows, position = await self.view.snapshot_async(
                 owner_id, after=after, limit=limit + 1, include_read=include_read
             )
-            if position >= min_position:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ReadModelTimeoutError(name, min_position, position, timeout)
-            self.read_models.rewind(name)
-            await self.read_models.wait_for_async(name, min_position, remaining)
+            return (totals, rows), position
+
+        (totals, rows), position = await self.read_models.read_reached(
+            UnreadCountsProjection.name, min_position, timeout, read
+        )
         next_cursor = rows[limit - 1].conversation_id if len(rows) > limit else None
         return UnreadPage(totals, rows[:limit], next_cursor, position)
