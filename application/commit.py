@@ -2,7 +2,7 @@
 
 Each command thread hands its new events to the committer and waits. The
 committer thread takes everything queued at that moment, up to a bound, and
-saves it in one transaction; commands that arrive meanwhile form the next
+saves it in one transaction. Commands that arrive meanwhile form the next
 batch. Nothing waits on a timer, so a lone command is saved at once, and
 under load one commit (one fsync) serves many commands.
 

@@ -40,7 +40,7 @@ Finish = Callable[[list[Conversation], OutcomeT, int | None], ResultT]
 
 @dataclass(frozen=True)
 class CommandPlan(Generic[OutcomeT, ResultT]):
-    """What one command needs and does; see the module docstring."""
+    """A command's aggregates, decide step and result builder (see the module)."""
 
     aggregate_ids: list[UUID]
     decide: Decide[OutcomeT]
@@ -96,7 +96,7 @@ class CommandExecutor:
     """Runs command plans against one application.
 
     Commands on one aggregate are serialised inside the process by a striped
-    lock, so only writers in other processes cause version conflicts; those
+    lock, so only writers in other processes cause version conflicts. Those
     are retried with fresh loads and full-jitter exponential backoff.
     """
 
@@ -234,7 +234,7 @@ class CommandExecutor:
 
     def _cache_is_stale(self, conversations: Sequence[Conversation]) -> bool:
         # A command that records nothing cannot detect a conflict, so check
-        # that no other process has recorded newer events before answering.
+        # that no other process has recorded newer events before replying.
         for conversation in conversations:
             stored = self.app.recorder.select_events(
                 conversation.id, desc=True, limit=1

@@ -1,8 +1,8 @@
 """SQL plumbing shared by the read-model views on SQLite and PostgreSQL.
 
 Statements are written once with `{name}` slots for table names and `{p}` for
-parameters; each dialect fills them in (plain names and `?` for SQLite,
-schema-qualified identifiers and `%s` for PostgreSQL).
+parameters. Each dialect fills them in: plain names and `?` for SQLite,
+schema-qualified identifiers and `%s` for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ INSERT_POSITION = (
 )
 # Read a projection's position.
 SELECT_POSITION = "SELECT position FROM {positions} WHERE name = {p}"
-# Move a position only if nobody else moved it (compare and set).
+# Move a position only if no other worker moved it (compare and set).
 MOVE_POSITION = (
     "UPDATE {positions} SET position = {p} WHERE name = {p} AND position = {p} "
     "RETURNING position"
@@ -56,7 +56,7 @@ class Cursor(Protocol):
 
 
 class Dialect:
-    """How one database spells parameters, names, IDs and times."""
+    """Spelling of parameters, names, IDs and times in one database."""
 
     name: str
 
@@ -297,7 +297,7 @@ class TrackedView:
             if self.dialect.name == "postgresql":
                 # Read models are rebuildable and their position commits with
                 # their rows, so a crash can only lose a suffix that is then
-                # replayed; not waiting for the WAL flush frees the disk for
+                # replayed. Not waiting for the WAL flush frees the disk for
                 # event commits.
                 cursor.execute("SET LOCAL synchronous_commit = off")
             cursor.execute(
